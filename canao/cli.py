@@ -1,0 +1,266 @@
+"""The ``canao`` command line. Thin: parse, call the library, map CanaoError to exit code 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from canao.errors import CanaoError
+
+log = logging.getLogger("canao")
+
+STORAGE_HELP = "SQLAlchemy URL of the study database [default: $CANAO_STORAGE or sqlite:///canao.db]"
+
+
+def _storage(url: str | None) -> str:
+    from canao.study import storage_url
+
+    return storage_url(url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only, no progress bars.")
+@click.version_option(package_name="canao")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+    """Compiler-aware architecture search: compressed transformers, compiled and measured with TVM."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="canao: %(message)s", stream=sys.stderr, force=True)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
+    ctx.obj = {"progress": not quiet}
+
+
+def _print_front(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        click.echo("(no finished trials)")
+        return
+    click.echo(f"{'trial':>5}  {'accuracy':>8}  {'latency_ms':>10}  {'memory_mb':>9}  architecture")
+    for r in rows:
+        a = r["arch"] or {}
+        arch = f"L{len(a.get('heads', []))} d{a.get('hidden')} h{a.get('heads')} ffn{a.get('ffn')}"
+        click.echo(f"{r['trial']:>5}  {r['accuracy']:>8.4f}  {r['latency_ms']:>10.4f}  "
+                   f"{r['memory_mb']:>9.4f}  {arch}")
+
+
+def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress: bool) -> None:
+    from canao.study import pareto, run
+
+    done = run(cs, n_trials=trials, timeout=timeout, progress=progress)
+    total = len(cs.study.trials)
+    click.echo(f"study '{cs.name}': {done} trial(s) finished in this run, {total} stored; "
+               "latencies are untuned TVM builds")
+    click.echo("Pareto front (accuracy on validation, median latency, parameters + workspace):")
+    _print_front(pareto(cs))
+
+
+@cli.command()
+@click.option("--space", "space_path", required=True, help="Search-space YAML (or a shipped name).")
+@click.option("--target", "target_path", required=True, help="Target profile JSON (or a shipped name).")
+@click.option("--study", "study_name", help="Study name [default: SPACE-TARGET-TIMESTAMP].")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed.")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for compiled artifacts [default: $CANAO_ARTIFACTS or ./canao_artifacts].")
+@click.pass_obj
+def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: str | None,
+           storage: str | None, trials: int, timeout: float | None, seed: int,
+           artifacts: Path | None) -> None:
+    """Start a new search on a device target."""
+    from canao import study as st
+    from canao.compile import check_target
+    from canao.space import load_space, resolve_shipped
+    from canao.targets import load_profile
+    from canao.tasks import get_task
+
+    # Everything a user could have got wrong is checked before the database is touched.
+    space = load_space(space_path)
+    space_text = resolve_shipped(space_path, "search_spaces", ".yaml", CanaoError, "").read_text()
+    profile = load_profile(target_path)
+    get_task(space.task)
+    check_target(profile)
+    name = study_name or f"{space.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _check_name(name)
+    folder = artifacts or Path(os.environ.get("CANAO_ARTIFACTS", "canao_artifacts"))
+    cs = st.create(name, _storage(storage), space_text=space_text, space=space, profile=profile,
+                   artifacts=folder, seed=seed)
+    log.info("study '%s' on %s: space %s, target %s", name, st.redact(_storage(storage)),
+             space.name, profile.name)
+    _run_and_report(cs, trials, timeout, obj["progress"])
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+        raise CanaoError(f"study name {name!r}: use letters, digits, '.', '_' and '-' "
+                         "(at most 128, not starting with a punctuation mark)")
+
+
+@cli.command()
+@click.option("--study", "study_name", required=True)
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds.")
+@click.pass_obj
+def resume(obj: dict[str, Any], study_name: str, storage: str | None, trials: int,
+           timeout: float | None) -> None:
+    """Run more trials of an existing study (its space and target are stored with it)."""
+    from canao import study as st
+
+    cs = st.load(study_name, _storage(storage))
+    _run_and_report(cs, trials, timeout, obj["progress"])
+
+
+@cli.command()
+@click.option("--study", "study_name")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
+    """Studies, their trial counts by state, and best values."""
+    from canao.study import summaries
+
+    rows = summaries(_storage(storage), study_name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no studies")
+    for r in rows:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in r["states"].items()) or "no trials"
+        b = r["best"]
+        best = ("" if b["accuracy"] is None else
+                f"; best accuracy {b['accuracy']:.4f}, latency {b['latency_ms']:.4f} ms, "
+                f"memory {b['memory_mb']:.4f} MB")
+        click.echo(f"{r['study']}: space {r['space']}, target {r['target']}; {r['trials']} "
+                   f"trials ({states}){best}")
+
+
+@cli.command()
+@click.option("--study", "study_name", required=True)
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def pareto(study_name: str, storage: str | None, as_json: bool) -> None:
+    """The Pareto front of accuracy, latency and memory."""
+    from canao import study as st
+
+    rows = st.pareto(st.load(study_name, _storage(storage)))
+    if as_json:
+        click.echo(st.as_json(rows))
+    else:
+        _print_front(rows)
+
+
+@cli.command()
+@click.option("--study", "study_name", required=True)
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--trial", type=int, help="Export this trial.")
+@click.option("--max-latency-ms", type=float, help="Most accurate Pareto trial within this latency.")
+@click.option("--max-memory-mb", type=float, help="... and within this memory.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
+def export(study_name: str, storage: str | None, trial: int | None,
+           max_latency_ms: float | None, max_memory_mb: float | None, out: Path) -> None:
+    """Write the compiled bundle of a trial, chosen by number or by budgets."""
+    from canao import study as st
+    from canao.export import export_bundle, select_trial
+
+    if (trial is None) == (max_latency_ms is None and max_memory_mb is None):
+        raise CanaoError("give either --trial N or a budget (--max-latency-ms and/or "
+                         "--max-memory-mb)")
+    cs = st.load(study_name, _storage(storage))
+    chosen = select_trial(cs, trial=trial, max_latency_ms=max_latency_ms,
+                          max_memory_mb=max_memory_mb)
+    m = export_bundle(cs, chosen, out)
+    click.echo(f"exported trial {m['trial']} to {out}: test accuracy {m['test_accuracy']:.4f} "
+               f"(through the compiled module), {m['latency_ms']:.4f} ms ({m['fidelity']}), "
+               f"{m['memory_mb']:.4f} MB")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
+              help=".npy array of inputs; without it the bundle's task split is evaluated.")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "validation", "test"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save logits as .npy.")
+def predict(bundle: Path, input_path: Path | None, split: str, out: Path | None) -> None:
+    """Run an exported bundle with the TVM runtime alone (no torch)."""
+    import numpy as np
+
+    from canao.runtime import load_bundle
+
+    model, metrics = load_bundle(bundle)
+    if input_path is not None:
+        try:
+            x = np.load(input_path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CanaoError(f"{input_path}: not a readable .npy array: {e}") from e
+        if tuple(x.shape[1:]) != model.input_shape[1:]:
+            raise CanaoError(f"{input_path}: samples of shape {tuple(x.shape[1:])}, the model "
+                             f"takes {tuple(model.input_shape[1:])}")
+        logits = model.predict(x)
+        click.echo(" ".join(str(int(v)) for v in logits.argmax(axis=1)))
+    else:
+        from canao.tasks import accuracy, get_task
+
+        part = get_task(metrics["task"]).split(split)
+        logits = model.predict(part.x)
+        click.echo(f"{metrics['task']} {split}: accuracy {accuracy(logits, part.y):.4f} on "
+                   f"{len(part)} samples")
+    if out is not None:
+        np.save(out, logits)
+
+
+def _list_shipped(folder: str, suffix: str) -> None:
+    from canao.space import shipped_dir
+
+    for p in sorted(shipped_dir(folder).glob(f"*{suffix}")):
+        click.echo(str(p))
+
+
+@cli.command()
+def spaces() -> None:
+    """List the shipped search spaces."""
+    _list_shipped("search_spaces", ".yaml")
+
+
+@cli.command()
+def targets() -> None:
+    """List the shipped target profiles."""
+    _list_shipped("tvm_targets", ".json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for any user error)."""
+    try:
+        cli.main(args=argv, prog_name="canao", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("canao: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("canao: interrupted", err=True)
+        return 130
+    except CanaoError as e:
+        click.echo(f"canao: error: {e}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""ONNX -> Relax -> ``tvm.compile`` -> ``export_library``, and the memory the module plans.
+
+Runs inside the build worker process (see :mod:`canao.compile.worker`), never in the
+search process: a crash or hang in TVM must fail one trial, not the search.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import tvm
+from tvm import relax
+from tvm.relax import pipeline as relax_pipeline
+from tvm.relax.frontend import detach_params
+from tvm.relax.frontend.onnx import from_onnx
+
+from canao.errors import TargetError
+from canao.runtime import LIB_FILE, PARAMS_FILE, save_params
+
+
+def resolve_target(spec: dict[str, Any]) -> tvm.target.Target:
+    """A TVM target from a profile's target dict (``"mcpu": "host"`` -> the detected CPU)."""
+    spec = dict(spec)
+    if spec.get("mcpu") == "host":
+        spec["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+    try:
+        return tvm.target.Target(spec)
+    except (ValueError, RuntimeError) as e:
+        raise TargetError(f"TVM refuses target {spec}: {str(e).splitlines()[0]}") from e
+
+
+def import_onnx(path: Path) -> tuple[tvm.IRModule, list[np.ndarray]]:
+    """The Relax module with its weights detached as call-time inputs.
+
+    Keeping weights as inputs (rather than embedded constants) stops TVM's constant
+    folding from rewriting them, so the stored parameter bytes are exactly the model's.
+    """
+    model = onnx.load(str(path))
+    mod = from_onnx(model, keep_params_in_input=True)
+    mod, params = detach_params(mod)
+    return mod, [p.numpy() for p in params.get("main", [])]
+
+
+def planned_workspace_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> int:
+    """Bytes of activation/workspace storage after TVM's static memory planning.
+
+    It must be read after ``StaticPlanBlockMemory`` and before the allocations are lowered
+    to VM builtins, where they stop being visible as ``alloc_storage`` calls.
+    """
+    with target:
+        planned = tvm.transform.Sequential(
+            relax_pipeline.library_dispatch_passes(target)
+            + relax_pipeline.legalize_passes(target)
+            + [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
+               relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
+               relax.transform.StaticPlanBlockMemory()]
+        )(mod)
+    storage = tvm.ir.Op.get("relax.memory.alloc_storage")
+    builtin = tvm.ir.Op.get("relax.builtin.alloc_tensor")
+    total = 0
+
+    def visit(expr: Any) -> None:
+        nonlocal total
+        if not isinstance(expr, relax.Call):
+            return
+        if expr.op == storage and isinstance(expr.args[0], relax.ShapeExpr):
+            total += int(expr.args[0].values[0])
+        elif expr.op == builtin and isinstance(expr.args[0], relax.ShapeExpr):
+            # Unplanned tensors (function outputs): count them at their full size.
+            n = 1
+            for v in expr.args[0].values:
+                n *= int(v)
+            total += n * tvm.DataType(expr.args[1].value).itemsize
+
+    for _, func in planned.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return total
+
+
+def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any]) -> dict[str, Any]:
+    """Compile ``onnx_path`` for the target into ``out_dir``; return what was built."""
+    t0 = time.perf_counter()
+    target = resolve_target(target_spec)
+    mod, params = import_onnx(onnx_path)
+    t_import = time.perf_counter() - t0
+    workspace = planned_workspace_bytes(mod, target)
+    t1 = time.perf_counter()
+    executable = tvm.compile(mod, target=target)
+    executable.export_library(str(out_dir / LIB_FILE))
+    save_params(out_dir / PARAMS_FILE, params)
+    return {
+        "target": str(target),
+        "param_bytes": int(sum(p.nbytes for p in params)),
+        "param_count": int(sum(p.size for p in params)),
+        "param_dtypes": sorted({str(p.dtype) for p in params}),
+        "workspace_bytes": int(workspace),
+        "library_bytes": (out_dir / LIB_FILE).stat().st_size,
+        "import_s": t_import,
+        "compile_s": time.perf_counter() - t1,
+        "tvm_version": tvm.__version__,
+    }

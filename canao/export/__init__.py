@@ -1,0 +1,5 @@
+"""Exported bundles: the compiled library, weights, ONNX, config, metrics and checksums."""
+
+from canao.export._bundle import export_bundle, select_trial
+
+__all__ = ["export_bundle", "select_trial"]

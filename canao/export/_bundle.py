@@ -1,0 +1,108 @@
+"""Choosing a trial to deploy and writing its bundle, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from canao.errors import ExportError
+from canao.runtime import (
+    LIB_FILE,
+    META_FILE,
+    METRICS_FILE,
+    PARAMS_FILE,
+    CompiledModel,
+    write_checksums,
+)
+from canao.study import CanaoStudy, artifact_dir, pareto
+
+BUNDLE_VERSION = 1
+
+
+def select_trial(cs: CanaoStudy, *, trial: int | None = None,
+                 max_latency_ms: float | None = None,
+                 max_memory_mb: float | None = None) -> optuna.trial.FrozenTrial:
+    """The trial to export: the one named, else the most accurate Pareto trial within budgets."""
+    if trial is not None:
+        trials = {t.number: t for t in cs.study.get_trials(deepcopy=False)}
+        t = trials.get(trial)
+        if t is None:
+            raise ExportError(f"study '{cs.name}' has no trial {trial}")
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            raise ExportError(f"trial {trial} of study '{cs.name}' is {t.state.name}, not COMPLETE")
+        return t
+    front = pareto(cs)
+    if not front:
+        raise ExportError(f"study '{cs.name}' has no finished trial to export")
+    fits = [r for r in front
+            if (max_latency_ms is None or r["latency_ms"] <= max_latency_ms)
+            and (max_memory_mb is None or r["memory_mb"] <= max_memory_mb)]
+    if not fits:
+        fastest = min(front, key=lambda r: r["latency_ms"])
+        smallest = min(front, key=lambda r: r["memory_mb"])
+        raise ExportError(
+            f"no Pareto trial of study '{cs.name}' meets latency <= {max_latency_ms} ms and "
+            f"memory <= {max_memory_mb} MB; the fastest is trial {fastest['trial']} "
+            f"({fastest['latency_ms']:.3f} ms), the smallest trial {smallest['trial']} "
+            f"({smallest['memory_mb']:.3f} MB)")
+    best = max(fits, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["memory_mb"]))
+    return cs.study.trials[best["trial"]]
+
+
+def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) -> dict[str, Any]:
+    """Write the bundle for ``trial`` to ``out`` and return its metrics.
+
+    The bundle is assembled in a temporary sibling folder, its accuracy re-measured on
+    the test split through the compiled module it contains, and only then renamed to
+    ``out``: an interrupted export leaves no partial bundle.
+    """
+    from canao.tasks import accuracy, get_task
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out}: already exists and is not empty; choose another --out")
+    src = artifact_dir(trial)
+    needed = (LIB_FILE, PARAMS_FILE, META_FILE, "model.onnx")
+    missing = [n for n in needed if not (src / n).is_file()]
+    if missing:
+        raise ExportError(f"trial {trial.number}: artifact {src} lacks {', '.join(missing)}")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise ExportError(f"{out}: folder {parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))
+    try:
+        for name in needed:
+            shutil.copy2(src / name, tmp / name)
+        task = get_task(cs.space.task)
+        test = task.split("test")
+        model = CompiledModel(tmp)
+        test_acc = accuracy(model.predict(test.x), test.y)
+        attrs = trial.user_attrs
+        (tmp / "arch.json").write_text(json.dumps({
+            "arch": attrs["arch"], "kept": attrs.get("kept"), "base": attrs.get("base"),
+            "study": cs.name, "trial": trial.number, "space": cs.space.name,
+        }, indent=2))
+        metrics = {
+            "version": BUNDLE_VERSION, "study": cs.name, "trial": trial.number,
+            "task": cs.space.task, "test_accuracy": test_acc, "test_samples": len(test),
+            "validation_accuracy": trial.values[0],
+            "latency_ms": attrs["latency"]["median_ms"], "latency_p95_ms": attrs["latency"]["p95_ms"],
+            "latency": attrs["latency"], "fidelity": attrs.get("fidelity"),
+            "memory_mb": trial.values[2], "param_bytes": attrs["param_bytes"],
+            "workspace_bytes": attrs["workspace_bytes"], "target_profile": cs.profile.name,
+            "target": attrs.get("target"), "tvm_version": attrs.get("tvm_version"),
+            "threads": cs.profile.threads, "machine": attrs.get("machine"),
+        }
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        del model  # release the library before the folder moves
+        write_checksums(tmp)
+        os.replace(tmp, out) if out.exists() else os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return metrics

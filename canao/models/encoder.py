@@ -1,0 +1,157 @@
+"""A parametric transformer encoder whose every layer may have its own shape.
+
+Each layer has its own head count and FFN width, and the attention inner width
+(``heads * head_dim``) is decoupled from the residual width (``hidden``). That is what
+lets a pruned candidate be a *physically smaller* model: pruning removes rows and columns
+from the weight tensors; nothing is masked, so the compiled graph is smaller too.
+
+Pre-LayerNorm blocks, a [CLS] token, a classifier on the [CLS] output. The front end is
+ViT-style (non-overlapping image patches) or BERT-style (token ids).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything needed to instantiate an :class:`Encoder` (and nothing about its weights)."""
+
+    num_classes: int
+    hidden: int  # residual-stream width
+    heads: tuple[int, ...]  # attention heads per layer; len(heads) is the depth
+    ffn: tuple[int, ...]  # FFN inner width per layer
+    head_dim: int = 16  # width of one head; pruning heads never changes it
+    frontend: Literal["patch", "token"] = "patch"
+    image_size: int = 8  # patch frontend: square image side in pixels
+    channels: int = 1
+    patch_size: int = 2
+    vocab_size: int = 0  # token frontend
+    max_len: int = 0  # token frontend: sequence length including [CLS]
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if len(self.heads) != len(self.ffn) or not self.heads:
+            raise ValueError("one heads and one ffn entry per layer, at least one layer")
+        if self.frontend == "patch" and self.image_size % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} does not divide {self.image_size}")
+
+    @property
+    def layers(self) -> int:
+        return len(self.heads)
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens the blocks see, [CLS] included."""
+        if self.frontend == "patch":
+            return (self.image_size // self.patch_size) ** 2 + 1
+        return self.max_len
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        if self.frontend == "patch":
+            return (batch, self.channels, self.image_size, self.image_size)
+        return (batch, self.max_len - 1)  # [CLS] is prepended inside the model
+
+    @property
+    def input_dtype(self) -> str:
+        return "float32" if self.frontend == "patch" else "int64"
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["heads"], d["ffn"] = list(self.heads), list(self.ffn)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
+        return cls(**{**d, "heads": tuple(d["heads"]), "ffn": tuple(d["ffn"])})
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with ``heads`` heads of ``head_dim`` each (heads may be 1)."""
+
+    def __init__(self, hidden: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.q = nn.Linear(hidden, inner)
+        self.k = nn.Linear(hidden, inner)
+        self.v = nn.Linear(hidden, inner)
+        self.o = nn.Linear(inner, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        # (B, T, inner) -> (B, nh, T, hd)
+        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        # Written out rather than F.scaled_dot_product_attention so that every exporter
+        # (ONNX, torch.export) and TVM's importers see plain matmul/softmax.
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, nh, T, T)
+        att = att.softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, inner)
+        return self.o(y)
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, heads: int, head_dim: int, ffn: int, eps: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(hidden, eps=eps)
+        self.attn = Attention(hidden, heads, head_dim)
+        self.ln2 = nn.LayerNorm(hidden, eps=eps)
+        self.fc1 = nn.Linear(hidden, ffn)
+        self.fc2 = nn.Linear(ffn, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))  # (B, T, hidden)
+
+
+class Encoder(nn.Module):
+    """The encoder any :class:`EncoderConfig` instantiates."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        if c.frontend == "patch":
+            # A strided convolution is exactly a linear map of each non-overlapping patch.
+            self.embed: nn.Module = nn.Conv2d(c.channels, c.hidden, c.patch_size, c.patch_size)
+        else:
+            self.embed = nn.Embedding(c.vocab_size, c.hidden)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.hidden))
+        self.pos = nn.Parameter(torch.randn(1, c.seq_len, c.hidden) * 0.02)
+        self.blocks = nn.ModuleList(
+            Block(c.hidden, h, c.head_dim, f, c.norm_eps) for h, f in zip(c.heads, c.ffn)
+        )
+        self.ln_f = nn.LayerNorm(c.hidden, eps=c.norm_eps)
+        self.head = nn.Linear(c.hidden, c.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.frontend == "patch":
+            tok = self.embed(x).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, hidden)
+        else:
+            tok = self.embed(x)  # (B, T-1) -> (B, T-1, hidden)
+        cls = self.cls.expand(tok.shape[0], -1, -1)
+        h = torch.cat([cls, tok], dim=1) + self.pos  # (B, T, hidden)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h[:, 0]))  # (B, num_classes)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: Any, batch_size: int = 256) -> torch.Tensor:
+    """Logits for a numpy or torch input, in eval mode and in batches."""
+    model.eval()
+    xt = torch.as_tensor(x)
+    return torch.cat([model(xt[i:i + batch_size]) for i in range(0, len(xt), batch_size)])

@@ -1,0 +1,135 @@
+"""Run a compiled canao model with the TVM runtime and numpy alone (no torch).
+
+A compiled folder (a trial's artifact or an exported bundle) holds:
+
+* ``model.so``: the Relax VM executable built for the target;
+* ``params.npz``: the weights, passed at call time (``p0000``, ``p0001``, ... in order),
+  kept out of the library so that their bytes are exactly what the model stores;
+* ``compiled.json``: input name, shape and dtype, the target, the TVM version.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from canao.errors import ExportError
+
+LIB_FILE, PARAMS_FILE, META_FILE = "model.so", "params.npz", "compiled.json"
+
+
+def save_params(path: Path, arrays: list[np.ndarray]) -> None:
+    np.savez(path, **{f"p{i:04d}": a for i, a in enumerate(arrays)})
+
+
+def load_params(path: Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return [z[k] for k in sorted(z.files)]
+
+
+class CompiledModel:
+    """A compiled model loaded for inference on its device.
+
+    Args:
+        folder: A folder holding ``model.so``, ``params.npz`` and ``compiled.json``.
+        device: ``cpu`` (default) or another TVM device type the library was built for.
+    """
+
+    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+        import tvm
+        from tvm import relax
+
+        self.folder = Path(folder)
+        try:
+            self.meta: dict[str, Any] = json.loads((self.folder / META_FILE).read_text())
+            lib = tvm.runtime.load_module(str(self.folder / LIB_FILE))
+            arrays = load_params(self.folder / PARAMS_FILE)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise ExportError(f"{self.folder}: not a loadable compiled model: {e}") from e
+        self.device = tvm.device(device, 0)
+        self.vm = relax.VirtualMachine(lib, self.device)
+        self.params = [tvm.runtime.tensor(a, self.device) for a in arrays]
+        self.input_shape = tuple(self.meta["input_shape"])
+        self.input_dtype = self.meta["input_dtype"]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_shape[0])
+
+    def tensor(self, x: np.ndarray) -> Any:
+        import tvm
+
+        return tvm.runtime.tensor(np.ascontiguousarray(x, dtype=self.input_dtype), self.device)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One call on exactly the compiled input shape."""
+        if tuple(x.shape) != self.input_shape:
+            raise ExportError(f"input shape {tuple(x.shape)} != compiled shape {self.input_shape}")
+        return self.vm["main"](self.tensor(x), *self.params).numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits for any number of samples: batched to the compiled batch, last one padded."""
+        b = self.batch_size
+        out = []
+        for i in range(0, len(x), b):
+            chunk = x[i:i + b]
+            n = len(chunk)
+            if n < b:
+                pad = np.zeros((b - n, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            out.append(self.run(chunk)[:n])
+        return np.concatenate(out)
+
+    def time(self, number: int, repeat: int, min_repeat_ms: int = 0, warmup: int = 0) -> list[float]:
+        """Per-repeat mean latency in seconds from the VM's own ``time_evaluator``."""
+        x = self.tensor(np.zeros(self.input_shape, dtype=self.input_dtype))
+        for _ in range(warmup):
+            self.vm["main"](x, *self.params)
+        timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat,
+                                       min_repeat_ms=min_repeat_ms)
+        return [float(t) for t in timer(x, *self.params).results]
+
+
+SUMS_FILE, METRICS_FILE = "SHA256SUMS", "metrics.json"
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """``SHA256SUMS`` in ``sha256sum`` format for every file in ``folder``."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != SUMS_FILE)
+    (folder / SUMS_FILE).write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in files))
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise :class:`ExportError` naming the first file whose checksum does not match."""
+    sums = folder / SUMS_FILE
+    if not sums.is_file():
+        raise ExportError(f"{folder}: no {SUMS_FILE}; not a canao bundle")
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if not (folder / name).is_file():
+            raise ExportError(f"{folder}: {name} is listed in {SUMS_FILE} but missing")
+        if sha256_file(folder / name) != digest:
+            raise ExportError(f"{folder}: {name} does not match its checksum")
+
+
+def load_bundle(folder: str | Path) -> tuple[CompiledModel, dict[str, Any]]:
+    """A verified exported bundle: the compiled model and its ``metrics.json``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: no such bundle folder")
+    verify_checksums(folder)
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    return CompiledModel(folder), metrics

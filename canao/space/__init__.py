@@ -1,0 +1,31 @@
+"""Search spaces: parse and validate YAML; sample an :class:`ArchConfig` from a trial."""
+
+from canao.space._space import (
+    ArchConfig,
+    BaseSpec,
+    CandidateSpec,
+    ModelSpec,
+    RecoverySpec,
+    SearchDims,
+    SearchSpace,
+    TrainSpec,
+    load_space,
+    parse_space,
+    resolve_shipped,
+    shipped_dir,
+)
+
+__all__ = [
+    "ArchConfig",
+    "BaseSpec",
+    "CandidateSpec",
+    "ModelSpec",
+    "RecoverySpec",
+    "SearchDims",
+    "SearchSpace",
+    "TrainSpec",
+    "load_space",
+    "parse_space",
+    "resolve_shipped",
+    "shipped_dir",
+]

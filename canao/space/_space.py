@@ -1,0 +1,240 @@
+"""Search spaces: what a YAML file may say, and the architecture a trial samples from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from canao import _config
+from canao.errors import SpaceError
+
+SPACE_VERSION = 1
+ARCH_VERSION = 1
+MAX_SPACE_BYTES = 256 * 1024  # a space file is a few hundred bytes; refuse anything absurd
+
+
+def _positive(name: str, *values: int | float) -> None:
+    for v in values:
+        if v <= 0:
+            raise ValueError(f"'{name}' must be positive, got {v}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shape of the base encoder that the search compresses."""
+
+    frontend: Literal["patch", "token"] = "patch"  # ViT-style patches or BERT-style tokens
+    patch_size: int = 2  # patch side in pixels (patch frontend)
+    vocab_size: int = 0  # token frontend only
+    max_len: int = 0  # token frontend only: longest sequence, [CLS] included
+    hidden: int = 64  # width of the residual stream
+    layers: int = 4
+    heads: int = 4
+    head_dim: int = 16  # fixed per head, so pruning heads never changes the others
+    ffn: int = 256
+
+    def __post_init__(self) -> None:
+        _positive("base.model", self.patch_size, self.hidden, self.layers, self.heads)
+        _positive("base.model", self.head_dim, self.ffn)
+        if self.frontend == "token" and (self.vocab_size <= 0 or self.max_len <= 0):
+            raise ValueError("the token frontend needs 'vocab_size' and 'max_len'")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How the base is trained once (and cached by content)."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("base.train", self.epochs, self.batch_size, self.lr)
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+
+@dataclass(frozen=True)
+class SearchDims:
+    """The choices a trial picks from. ``heads`` and ``ffn`` are chosen per kept layer."""
+
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    ffn: tuple[int, ...]
+    hidden: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "heads", "ffn", "hidden"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"'search.{name}' needs at least one choice")
+            if len(set(values)) != len(values):
+                raise ValueError(f"'search.{name}' lists a choice twice: {list(values)}")
+            _positive(f"search.{name}", *values)
+
+
+@dataclass(frozen=True)
+class RecoverySpec:
+    """The short fine-tune that heals a sliced candidate, distilled from the base."""
+
+    steps: int = 200  # optimiser steps; 0 skips recovery
+    batch_size: int = 64
+    lr: float = 1e-3
+    distill_alpha: float = 0.5  # weight of the hard-label loss; the rest is distillation
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"'candidate.recovery.steps' must be >= 0, got {self.steps}")
+        _positive("candidate.recovery", self.batch_size, self.lr, self.temperature)
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"'distill_alpha' must lie in [0, 1], got {self.distill_alpha}")
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    importance: Literal["magnitude"] = "magnitude"
+    recovery: RecoverySpec = field(default_factory=RecoverySpec)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A parsed and validated search-space file."""
+
+    task: str
+    search: SearchDims
+    version: int = SPACE_VERSION
+    base: BaseSpec = field(default_factory=BaseSpec)
+    candidate: CandidateSpec = field(default_factory=CandidateSpec)
+    study: StudySpec = field(default_factory=StudySpec)
+    name: str = ""  # filled from the file name when empty
+
+    def __post_init__(self) -> None:
+        if self.version != SPACE_VERSION:
+            raise ValueError(f"'version' must be {SPACE_VERSION}, got {self.version}")
+        m = self.base.model
+        for dim, limit in (("layers", m.layers), ("heads", m.heads), ("ffn", m.ffn),
+                           ("hidden", m.hidden)):
+            too_big = [v for v in getattr(self.search, dim) if v > limit]
+            if too_big:
+                raise ValueError(
+                    f"'search.{dim}' asks for {too_big}, more than the base's {dim} ({limit}); "
+                    "a candidate is sliced from the base and cannot grow"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _config.to_dict(self)
+
+    def sample(self, trial: Any) -> ArchConfig:
+        """Draw an architecture from an Optuna trial (``suggest_categorical`` only).
+
+        The per-layer choices exist only for the layers a trial keeps, so the stored
+        parameters read exactly as the candidate is built.
+        """
+        n = trial.suggest_categorical("layers", list(self.search.layers))
+        hidden = trial.suggest_categorical("hidden", list(self.search.hidden))
+        heads = tuple(trial.suggest_categorical(f"heads_{i}", list(self.search.heads))
+                      for i in range(n))
+        ffn = tuple(trial.suggest_categorical(f"ffn_{i}", list(self.search.ffn))
+                    for i in range(n))
+        return ArchConfig(hidden=hidden, heads=heads, ffn=ffn)
+
+    def base_arch(self) -> ArchConfig:
+        m = self.base.model
+        return ArchConfig(hidden=m.hidden, heads=(m.heads,) * m.layers, ffn=(m.ffn,) * m.layers)
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """The structure of one candidate: hidden width and, per kept layer, heads and FFN width.
+
+    Which base layers, heads and neurons survive is decided by importance when the
+    candidate is built; this config says only how many.
+    """
+
+    hidden: int
+    heads: tuple[int, ...]
+    ffn: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.heads) != len(self.ffn) or not self.heads:
+            raise ValueError("an architecture needs >= 1 layer and one heads/ffn entry per layer")
+        _positive("arch", self.hidden, *self.heads, *self.ffn)
+
+    @property
+    def layers(self) -> int:
+        return len(self.heads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "ArchConfig", "version": ARCH_VERSION, **_config.to_dict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
+        data = dict(data)
+        if data.pop("type", "ArchConfig") != "ArchConfig" or data.pop("version", 1) != ARCH_VERSION:
+            raise SpaceError(f"not an ArchConfig of version {ARCH_VERSION}: {data}")
+        return _config.build(cls, data, where="arch", path="", error=SpaceError)
+
+    def key(self) -> str:
+        """A short content digest, stable across processes."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"L{self.layers} d{self.hidden} h{list(self.heads)} ffn{list(self.ffn)}"
+
+
+def parse_space(text: str, *, where: str = "<string>", name: str = "") -> SearchSpace:
+    """Parse and validate space YAML text (safe loading only)."""
+    if len(text.encode()) > MAX_SPACE_BYTES:
+        raise SpaceError(f"{where}: larger than {MAX_SPACE_BYTES} bytes; not a space file")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(e, "problem", None) or str(e)
+        raise SpaceError(f"{where}: not valid YAML{at}: {reason}") from e
+    if isinstance(data, dict) and not data.get("name"):
+        data = {**data, "name": name}
+    return _config.build(SearchSpace, data, where=where, path="", error=SpaceError)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a space file; a shipped space may be named without its folder or suffix."""
+    p = resolve_shipped(path, "search_spaces", ".yaml", SpaceError, "space file")
+    return parse_space(p.read_text(), where=str(p), name=p.stem)
+
+
+def shipped_dir(folder: str) -> Path:
+    """The folder of shipped files (``search_spaces/``, ``tvm_targets/``) in the checkout."""
+    return Path(__file__).resolve().parents[2] / folder
+
+
+def resolve_shipped(path: str | Path, folder: str, suffix: str, error: type[Exception],
+                    what: str) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    candidate = shipped_dir(folder) / (p.name if p.suffix else p.name + suffix)
+    if p.parent == Path(".") and candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(f.stem for f in shipped_dir(folder).glob(f"*{suffix}"))) or "none"
+    raise error(f"{path}: no such {what} (shipped: {known})")

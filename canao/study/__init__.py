@@ -1,0 +1,35 @@
+"""Optuna studies: storage, objectives, the Pareto front."""
+
+from canao.study._objective import CANDIDATE_FILE, Objective, artifact_dir, run
+from canao.study._storage import DEFAULT_STORAGE, open_storage, redact, storage_url
+from canao.study._study import (
+    DIRECTIONS,
+    OBJECTIVES,
+    CanaoStudy,
+    as_json,
+    create,
+    load,
+    pareto,
+    summaries,
+    trial_row,
+)
+
+__all__ = [
+    "CANDIDATE_FILE",
+    "DEFAULT_STORAGE",
+    "DIRECTIONS",
+    "OBJECTIVES",
+    "CanaoStudy",
+    "Objective",
+    "artifact_dir",
+    "as_json",
+    "create",
+    "load",
+    "open_storage",
+    "pareto",
+    "redact",
+    "run",
+    "storage_url",
+    "summaries",
+    "trial_row",
+]

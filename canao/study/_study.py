@@ -1,0 +1,140 @@
+"""A canao study: an Optuna multi-objective study that remembers its space and target."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from canao import __version__
+from canao.errors import StorageError
+from canao.space import SearchSpace, parse_space
+from canao.study._storage import open_storage, redact
+from canao.targets import TargetProfile, parse_profile
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("accuracy", "latency_ms", "memory_mb")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+_ATTR = "canao"  # the study user attribute holding canao's record of the study
+
+
+@dataclass
+class CanaoStudy:
+    """An Optuna study plus what canao needs to continue it."""
+
+    study: optuna.Study
+    space: SearchSpace
+    profile: TargetProfile
+    artifacts: Path
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def sampler_for_run(self) -> optuna.samplers.BaseSampler:
+        """A sampler seeded from the study seed and how far the study has come.
+
+        A resumed run must not replay the first run's draws, so the seed moves on with
+        the number of trials already stored; the same study resumed twice from the same
+        state draws the same candidates.
+        """
+        seed = self.seed + len(self.study.get_trials(deepcopy=False))
+        kind = self.space.study.sampler
+        if kind == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+
+
+def _record(space_text: str, space: SearchSpace, profile: TargetProfile,
+            artifacts: Path, seed: int) -> dict[str, Any]:
+    return {"version": 1, "canao": __version__, "space_name": space.name,
+            "space_yaml": space_text, "profile_name": profile.name,
+            "profile_json": profile.to_json(), "artifacts": str(artifacts.resolve()),
+            "seed": seed, "objectives": list(OBJECTIVES), "created": time.time()}
+
+
+def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
+           profile: TargetProfile, artifacts: Path, seed: int) -> CanaoStudy:
+    """Create a new study; refuses a name that already exists in the database."""
+    storage = open_storage(storage_url, must_exist=False)
+    if name in _names(storage):
+        raise StorageError(f"study '{name}' already exists in {redact(storage_url)}; "
+                           f"continue it with `canao resume --study {name}`")
+    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))  # so optuna-dashboard labels the axes
+    record = _record(space_text, space, profile, artifacts, seed)
+    study.set_user_attr(_ATTR, record)
+    return CanaoStudy(study, space, profile, artifacts.resolve(), seed)
+
+
+def load(name: str, storage_url: str) -> CanaoStudy:
+    """Open an existing canao study by name."""
+    storage = open_storage(storage_url, must_exist=True)
+    names = _names(storage)
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise StorageError(f"no study '{name}' in {redact(storage_url)} (studies there: {known})")
+    study = optuna.load_study(study_name=name, storage=storage)
+    record = study.user_attrs.get(_ATTR)
+    if not isinstance(record, dict):
+        raise StorageError(f"study '{name}' was not made by canao (it has no '{_ATTR}' record)")
+    space = parse_space(record["space_yaml"], where=f"study '{name}' space",
+                        name=record["space_name"])
+    profile = parse_profile(record["profile_json"], where=f"study '{name}' target",
+                            name=record["profile_name"])
+    return CanaoStudy(study, space, profile, Path(record["artifacts"]), int(record["seed"]))
+
+
+def _names(storage: Any) -> list[str]:
+    return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def summaries(storage_url: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Per study: trial counts by state and the best value of each objective."""
+    storage = open_storage(storage_url, must_exist=True)
+    names = [name] if name else _names(storage)
+    out = []
+    for n in names:
+        st = load(n, storage_url).study
+        trials = st.get_trials(deepcopy=False)
+        counts = Counter(t.state.name for t in trials)
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best: dict[str, float | None] = dict.fromkeys(OBJECTIVES)
+        if done:
+            best = {"accuracy": max(t.values[0] for t in done),
+                    "latency_ms": min(t.values[1] for t in done),
+                    "memory_mb": min(t.values[2] for t in done)}
+        rec = st.user_attrs.get(_ATTR, {})
+        out.append({"study": n, "space": rec.get("space_name"), "target": rec.get("profile_name"),
+                    "trials": len(trials), "states": dict(sorted(counts.items())),
+                    "best": best})
+    return out
+
+
+def pareto(cs: CanaoStudy) -> list[dict[str, Any]]:
+    """The Pareto front of finished trials, most accurate first."""
+    rows = [trial_row(t) for t in cs.study.best_trials]
+    return sorted(rows, key=lambda r: (-r["accuracy"], r["latency_ms"], r["memory_mb"]))
+
+
+def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    acc, lat, mem = t.values
+    return {"trial": t.number, "accuracy": acc, "latency_ms": lat, "memory_mb": mem,
+            "arch": t.user_attrs.get("arch"), "fidelity": t.user_attrs.get("fidelity")}
+
+
+def as_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from canao.errors import SpaceError
+from canao.space import ArchConfig, load_space, parse_space
+
+from .conftest import TINY_SPACE
+
+MINIMAL = """
+version: 1
+task: digits
+search: {layers: [1, 2], heads: [1, 2], ffn: [16, 32], hidden: [16, 32]}
+"""
+
+
+def test_shipped_space_loads_by_name_and_by_path() -> None:
+    by_name = load_space("vit_digits")
+    by_path = load_space(Path(__file__).parents[1] / "search_spaces" / "vit_digits.yaml")
+    assert by_name == by_path
+    assert by_name.name == "vit_digits" and by_name.task == "digits"
+    assert max(by_name.search.layers) == by_name.base.model.layers
+    assert by_name.candidate.recovery.steps > 0
+
+
+def test_defaults_fill_a_minimal_file() -> None:
+    s = parse_space(MINIMAL, name="m")
+    assert s.base.model.hidden == 64 and s.candidate.importance == "magnitude"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (MINIMAL + "bogus: 1\n", "unknown key 'bogus'"),
+        (MINIMAL.replace("hidden: [16, 32]", "hidden: [16, 32], widht: [3]"),
+         "unknown key 'search.widht'"),
+        (MINIMAL + "candidate: {recovery: {stepz: 3}}\n", "unknown key 'candidate.recovery.stepz'"),
+        (MINIMAL.replace("layers: [1, 2]", "layers: [1, 9]"), "more than the base's layers"),
+        (MINIMAL.replace("heads: [1, 2]", "heads: []"), "at least one choice"),
+        (MINIMAL.replace("ffn: [16, 32]", "ffn: [16, -4]"), "must be positive"),
+        (MINIMAL.replace("ffn: [16, 32]", "ffn: [16, x]"), "'search.ffn[1]' must be an integer"),
+        (MINIMAL + "study: {sampler: grid}\n", "'study.sampler' must be one of"),
+        ("version: 1\ntask: digits\n", "missing required key 'search'"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("search: [1, 2\n", "not valid YAML at line"),
+        (MINIMAL.replace("version: 1", "version: 7"), "'version' must be 1"),
+    ],
+)
+def test_bad_space_files_name_file_key_and_reason(text: str, needle: str) -> None:
+    with pytest.raises(SpaceError) as e:
+        parse_space(text, where="my.yaml")
+    assert str(e.value).startswith("my.yaml:")
+    assert needle in str(e.value)
+
+
+def test_unsafe_yaml_is_refused() -> None:
+    with pytest.raises(SpaceError, match="not valid YAML"):
+        parse_space("!!python/object/apply:os.system ['true']\n", where="evil.yaml")
+
+
+def test_missing_space_file_lists_shipped_ones() -> None:
+    with pytest.raises(SpaceError, match="no such space file.*vit_digits"):
+        load_space("nope.yaml")
+
+
+def test_sample_reads_back_as_built_and_round_trips() -> None:
+    space = load_space(TINY_SPACE)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        arch = space.sample(trial)
+        assert arch.layers == trial.params["layers"]
+        assert set(trial.params) == {"layers", "hidden"} | {
+            f"{k}_{i}" for k in ("heads", "ffn") for i in range(arch.layers)}
+        assert ArchConfig.from_dict(arch.to_dict()) == arch
+        seen.add(arch.key())
+        study.tell(trial, [0.0, 0.0, 0.0])
+    assert len(seen) > 5
+
+
+def test_arch_config_validates() -> None:
+    with pytest.raises(ValueError):
+        ArchConfig(hidden=8, heads=(1, 2), ffn=(4,))
+    with pytest.raises(SpaceError):
+        ArchConfig.from_dict({"type": "Other", "version": 1, "hidden": 8, "heads": [1], "ffn": [2]})
