@@ -1,0 +1,96 @@
+"""The real TVM build: parity with PyTorch, parameter bytes, workspace, timing samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from canao.compile import compile_and_measure
+from canao.errors import CandidateError
+from canao.models import Encoder, EncoderConfig, predict_logits
+from canao.models.onnx_export import INPUT_NAME, export_onnx
+from canao.runtime import CompiledModel
+from canao.targets import load_profile, parse_profile
+
+from .conftest import FAST_TARGET
+
+
+def _build(tmp_path: Path, config: EncoderConfig, profile_path: Path = FAST_TARGET,
+           batch: int = 1) -> tuple[Encoder, dict]:
+    torch.manual_seed(0)
+    model = Encoder(config).eval()
+    with torch.no_grad():  # like a trained model: no two tensors equal (the exporter dedups those)
+        for prm in model.parameters():
+            prm.add_(torch.randn_like(prm) * 0.01)
+    export_onnx(model, tmp_path / "model.onnx", batch_size=batch)
+    x = np.random.default_rng(0).standard_normal((5, *config.input_shape(1)[1:])).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", predict_logits(model, x).numpy())
+    result = compile_and_measure(
+        tmp_path / "model.onnx", tmp_path, load_profile(profile_path),
+        input_shape=config.input_shape(batch), input_dtype=config.input_dtype,
+        input_name=INPUT_NAME, reference_x=tmp_path / "x.npy", reference_logits=tmp_path / "y.npy")
+    return model, result
+
+
+def test_compiled_encoder_matches_torch_and_reports_its_bytes(tmp_path: Path) -> None:
+    config = EncoderConfig(num_classes=10, hidden=24, heads=(3, 1), ffn=(40, 16), head_dim=8)
+    model, r = _build(tmp_path, config)
+    assert r["max_abs_error"] < 1e-4
+    # Weights are call-time inputs, so their bytes are exactly the model's fp32 parameters.
+    assert r["param_bytes"] == 4 * model.num_parameters()
+    assert r["param_dtypes"] == ["float32"]
+    assert 0 < r["workspace_bytes"] < 1_000_000
+    lat = r["latency"]
+    assert len(lat["samples_ms"]) == 5  # one per repeat of the fast profile
+    assert lat["min_ms"] <= lat["median_ms"] <= lat["p95_ms"] <= lat["max_ms"]
+    assert r["fidelity"] == "untuned" and r["tvm_version"].startswith("0.27")
+    assert r["machine"]["cpus"] >= 1
+    for name in ("model.so", "params.npz", "compiled.json", "result.json", "worker.log"):
+        assert (tmp_path / name).is_file()
+    # The artifact loads on its own and agrees with torch on fresh inputs.
+    cm = CompiledModel(tmp_path)
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(cm.predict(x), predict_logits(model, x).numpy(), atol=1e-4)
+
+
+def test_pruned_model_stores_fewer_bytes(tmp_path: Path) -> None:
+    big = EncoderConfig(num_classes=10, hidden=32, heads=(2, 2), ffn=(64, 64), head_dim=16)
+    small = EncoderConfig(num_classes=10, hidden=16, heads=(1,), ffn=(16,), head_dim=16)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, rb = _build(tmp_path / "a", big)
+    _, rs = _build(tmp_path / "b", small)
+    assert rs["param_bytes"] < rb["param_bytes"] / 4
+    assert rs["workspace_bytes"] < rb["workspace_bytes"]
+
+
+def test_batched_build_pads_the_last_batch(tmp_path: Path) -> None:
+    config = EncoderConfig(num_classes=4, hidden=16, heads=(1,), ffn=(16,), head_dim=16)
+    model, r = _build(tmp_path, config, batch=4)
+    assert r["max_abs_error"] < 1e-4  # 5 reference samples through batch-4 calls
+
+
+def test_a_broken_candidate_fails_with_its_reason(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx model")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros((1, 10), np.float32))
+    with pytest.raises(CandidateError, match="build failed: .*"):
+        compile_and_measure(tmp_path / "model.onnx", tmp_path, load_profile(FAST_TARGET),
+                            input_shape=(1, 1, 8, 8), input_dtype="float32",
+                            input_name=INPUT_NAME, reference_x=tmp_path / "x.npy",
+                            reference_logits=tmp_path / "y.npy")
+
+
+def test_a_build_past_its_timeout_fails(tmp_path: Path) -> None:
+    profile = parse_profile('{"version": 1, "target": {"kind": "llvm"}, '
+                            '"build": {"timeout_s": 0.2}}', name="impatient")
+    config = EncoderConfig(num_classes=4, hidden=16, heads=(1,), ffn=(16,), head_dim=16)
+    export_onnx(Encoder(config), tmp_path / "model.onnx")
+    with pytest.raises(CandidateError, match="ran past 0.2 s"):
+        compile_and_measure(tmp_path / "model.onnx", tmp_path, profile, input_shape=(1, 1, 8, 8),
+                            input_dtype="float32", input_name=INPUT_NAME,
+                            reference_x=tmp_path / "x.npy", reference_logits=tmp_path / "y.npy")
