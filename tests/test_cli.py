@@ -108,7 +108,8 @@ def test_export_budget_nothing_meets(finished_study: dict, tmp_path: Path) -> No
 
 def test_failing_candidates_fail_their_trials_not_the_search(tmp_path: Path) -> None:
     target = _bad(tmp_path, "t.json", json.dumps({
-        "version": 1, "target": {"kind": "llvm"}, "build": {"timeout_s": 0.2}}))
+        "version": 1, "target": {"kind": "llvm"}, "tuning": {"rung": "untuned"},
+        "build": {"timeout_s": 0.2}}))
     url = f"sqlite:///{tmp_path / 'c.db'}"
     code, text = run_cli("-q", "search", "--space", str(TINY_SPACE), "--target", target,
                          "--study", "doomed", "--storage", url, "--trials", "2",

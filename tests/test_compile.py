@@ -87,7 +87,8 @@ def test_a_broken_candidate_fails_with_its_reason(tmp_path: Path) -> None:
 
 def test_a_build_past_its_timeout_fails(tmp_path: Path) -> None:
     profile = parse_profile('{"version": 1, "target": {"kind": "llvm"}, '
-                            '"build": {"timeout_s": 0.2}}', name="impatient")
+                            '"tuning": {"rung": "untuned"}, "build": {"timeout_s": 0.2}}',
+                            name="impatient")
     config = EncoderConfig(num_classes=4, hidden=16, heads=(1,), ffn=(16,), head_dim=16)
     export_onnx(Encoder(config), tmp_path / "model.onnx")
     with pytest.raises(CandidateError, match="ran past 0.2 s"):

@@ -72,8 +72,10 @@ def test_search_resume_export_predict(tmp_path: Path) -> None:
             "SHA256SUMS"} <= names
     verify_checksums(out)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["trial"] == expected["trial"] and metrics["latency_ms"] <= budget
-    assert metrics["tvm_version"].startswith("0.27") and metrics["fidelity"] == "untuned"
+    assert metrics["trial"] == expected["trial"] and metrics["searched"]["latency_ms"] <= budget
+    # Export rebuilds at the profile's final rung (0 trials: the shared database applied).
+    assert metrics["tvm_version"].startswith("0.27") and metrics["fidelity"] == "final-0"
+    assert metrics["searched"]["fidelity"] == "untuned"
     assert json.loads((out / "arch.json").read_text())["arch"] == expected["arch"]
 
     # A fresh process in which torch cannot be imported runs the bundle on the test split.

@@ -24,17 +24,50 @@ def check_target(profile: TargetProfile) -> str:
     return str(resolve_target(profile.target))
 
 
+def fidelity(profile: TargetProfile, *, final: bool = False) -> tuple[str, int | None]:
+    """The rung label a build at this profile produces, and its trials per task.
+
+    ``None`` trials means an untuned build; 0 means the shared database is applied as it
+    is (``transferred``). Every stored latency carries this label.
+    """
+    t = profile.tuning
+    if final:
+        return f"final-{t.final_trials_per_task}", t.final_trials_per_task
+    if t.rung == "untuned":
+        return "untuned", None
+    if t.rung == "transferred":
+        return "transferred", 0
+    return f"tuned-{t.trials_per_task}", t.trials_per_task
+
+
 def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, *,
                         input_shape: tuple[int, ...], input_dtype: str, input_name: str,
-                        reference_x: Path, reference_logits: Path) -> dict[str, Any]:
+                        reference_x: Path, reference_logits: Path,
+                        db_dir: Path | None = None, final: bool = False) -> dict[str, Any]:
     """Build ``onnx_path`` for ``profile`` into ``out_dir`` and time it, in a child process.
+
+    Args:
+        db_dir: the study's shared tuning database for this target (needed unless the
+            profile's rung is ``untuned``).
+        final: tune with the profile's final budget (for export) instead of its rung.
 
     Raises:
         CandidateError: the build or measurement failed, crashed or ran past the
             profile's ``build.timeout_s``; the message carries the reason.
     """
+    label, trials = fidelity(profile, final=final)
+    tuning = None
+    if trials is not None:
+        if db_dir is None:
+            raise ValueError(f"a {label} build needs the study's tuning database folder")
+        t = profile.tuning
+        tuning = {"db_dir": str(db_dir), "trials_per_task": trials,
+                  "trials_per_iter": t.trials_per_iter,
+                  "runner": {"number": t.runner_number, "repeat": 1,
+                             "min_repeat_ms": t.runner_min_repeat_ms}}
     request = {
         "onnx": str(onnx_path), "out_dir": str(out_dir), "target": profile.target,
+        "fidelity": label, "tuning": tuning,
         "device": profile.device_type, "measure": profile.to_dict()["measure"],
         "input_shape": list(input_shape), "input_dtype": input_dtype, "input_name": input_name,
         "reference_x": str(reference_x), "reference_logits": str(reference_logits),
@@ -65,4 +98,4 @@ def _last_line(text: str) -> str:
     return lines[-1][:500] if lines else ""
 
 
-__all__ = ["CandidateError", "TargetError", "check_target", "compile_and_measure"]
+__all__ = ["CandidateError", "TargetError", "check_target", "compile_and_measure", "fidelity"]

@@ -82,13 +82,26 @@ def planned_workspace_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> int
     return total
 
 
-def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any]) -> dict[str, Any]:
-    """Compile ``onnx_path`` for the target into ``out_dir``; return what was built."""
+def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
+          tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compile ``onnx_path`` for the target into ``out_dir``; return what was built.
+
+    Args:
+        tuning: ``None`` for an untuned build; else ``db_dir``, ``trials_per_task`` (0 =
+            apply the shared database only), ``trials_per_iter`` and ``runner`` settings.
+    """
     t0 = time.perf_counter()
     target = resolve_target(target_spec)
     mod, params = import_onnx(onnx_path)
     t_import = time.perf_counter() - t0
     workspace = planned_workspace_bytes(mod, target)
+    tune_stats: dict[str, Any] = {}
+    if tuning is not None:
+        from canao.compile._tune import tune_and_apply
+
+        mod, tune_stats = tune_and_apply(
+            mod, target, Path(tuning["db_dir"]), trials_per_task=tuning["trials_per_task"],
+            trials_per_iter=tuning["trials_per_iter"], runner_config=tuning["runner"])
     t1 = time.perf_counter()
     executable = tvm.compile(mod, target=target)
     executable.export_library(str(out_dir / LIB_FILE))
@@ -103,4 +116,5 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any]) -> dict[s
         "import_s": t_import,
         "compile_s": time.perf_counter() - t1,
         "tvm_version": tvm.__version__,
+        "tuning": tune_stats,
     }

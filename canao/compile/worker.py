@@ -11,6 +11,7 @@ search process never holds TVM's memory.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -26,7 +27,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     from canao.runtime import META_FILE, CompiledModel
 
     out_dir = Path(request["out_dir"])
-    info = build(Path(request["onnx"]), out_dir, request["target"])
+    info = build(Path(request["onnx"]), out_dir, request["target"], request.get("tuning"))
     meta = {"input_name": request["input_name"], "input_shape": request["input_shape"],
             "input_dtype": request["input_dtype"], "target": request["target"],
             "tvm_version": info["tvm_version"]}
@@ -38,14 +39,26 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     got = model.predict(ref_x)
     m = request["measure"]
     t0 = time.perf_counter()
-    samples = model.time(number=m["number"], repeat=m["repeat"],
-                         min_repeat_ms=m["min_repeat_ms"], warmup=m["warmup"])
+    # A noisy measurement is taken again; the steadiest attempt is kept, and if even that
+    # one is above the threshold it is flagged. Every attempt's samples are stored.
+    attempts = []
+    for _ in range(1 + m["retries"]):
+        samples = model.time(number=m["number"], repeat=m["repeat"],
+                             min_repeat_ms=m["min_repeat_ms"], warmup=m["warmup"])
+        attempts.append(summarize(samples))
+        if attempts[-1]["cov"] <= m["max_cov"]:
+            break
+    latency = min(attempts, key=lambda a: a["cov"])
+    latency["noisy"] = latency["cov"] > m["max_cov"]
+    latency["attempts"] = len(attempts)
+    latency["rejected_samples_ms"] = [a["samples_ms"] for a in attempts if a is not latency]
     return {
         **info,
         "max_abs_error": float(np.abs(got - ref_logits).max()),
-        "latency": summarize(samples),
+        "latency": latency,
         "measure_s": time.perf_counter() - t0,
-        "fidelity": "untuned",
+        "fidelity": request["fidelity"],
+        "threads": int(os.environ.get("TVM_NUM_THREADS", "0")) or None,
         "machine": describe_machine(),
     }
 

@@ -20,9 +20,10 @@ from canao.runtime import (
     CompiledModel,
     write_checksums,
 )
-from canao.study import CanaoStudy, artifact_dir, pareto
+from canao.study import CanaoStudy, artifact_dir, pareto, tuning_dir
 
 BUNDLE_VERSION = 1
+FINAL_FILE = "final.json"  # written last: marks a complete final build
 
 
 def select_trial(cs: CanaoStudy, *, trial: int | None = None,
@@ -55,29 +56,51 @@ def select_trial(cs: CanaoStudy, *, trial: int | None = None,
     return cs.study.trials[best["trial"]]
 
 
+def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial) -> tuple[Path, dict[str, Any]]:
+    """The trial's model tuned to the profile's final budget and measured again (cached)."""
+    from canao.compile import compile_and_measure, fidelity
+
+    src = artifact_dir(trial)
+    label, _ = fidelity(cs.profile, final=True)
+    folder = src / label
+    done = folder / FINAL_FILE
+    if done.is_file():
+        return folder, json.loads(done.read_text())
+    meta = json.loads((src / META_FILE).read_text())
+    folder.mkdir(exist_ok=True)
+    result = compile_and_measure(
+        src / "model.onnx", folder, cs.profile, input_shape=tuple(meta["input_shape"]),
+        input_dtype=meta["input_dtype"], input_name=meta["input_name"],
+        reference_x=src / "reference_x.npy", reference_logits=src / "reference_logits.npy",
+        db_dir=tuning_dir(cs), final=True)
+    done.write_text(json.dumps(result, indent=2))
+    return folder, result
+
+
 def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) -> dict[str, Any]:
     """Write the bundle for ``trial`` to ``out`` and return its metrics.
 
-    The bundle is assembled in a temporary sibling folder, its accuracy re-measured on
-    the test split through the compiled module it contains, and only then renamed to
-    ``out``: an interrupted export leaves no partial bundle.
+    The chosen model is first tuned to the profile's final budget and measured again
+    (``final-N`` fidelity). The bundle is assembled in a temporary sibling folder, its
+    accuracy re-measured on the test split through the compiled module it contains, and
+    only then renamed to ``out``: an interrupted export leaves no partial bundle.
     """
     from canao.tasks import accuracy, get_task
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: already exists and is not empty; choose another --out")
-    src = artifact_dir(trial)
-    needed = (LIB_FILE, PARAMS_FILE, META_FILE, "model.onnx")
-    missing = [n for n in needed if not (src / n).is_file()]
-    if missing:
-        raise ExportError(f"trial {trial.number}: artifact {src} lacks {', '.join(missing)}")
     parent = out.resolve().parent
     if not parent.is_dir():
         raise ExportError(f"{out}: folder {parent} does not exist")
+    src = artifact_dir(trial)
+    if not (src / "model.onnx").is_file() or not (src / META_FILE).is_file():
+        raise ExportError(f"trial {trial.number}: artifact {src} is missing; it cannot be exported")
+    built, result = final_build(cs, trial)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))
     try:
-        for name in needed:
-            shutil.copy2(src / name, tmp / name)
+        for name in (LIB_FILE, PARAMS_FILE, META_FILE):
+            shutil.copy2(built / name, tmp / name)
+        shutil.copy2(src / "model.onnx", tmp / "model.onnx")
         task = get_task(cs.space.task)
         test = task.split("test")
         model = CompiledModel(tmp)
@@ -91,12 +114,15 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) ->
             "version": BUNDLE_VERSION, "study": cs.name, "trial": trial.number,
             "task": cs.space.task, "test_accuracy": test_acc, "test_samples": len(test),
             "validation_accuracy": trial.values[0],
-            "latency_ms": attrs["latency"]["median_ms"], "latency_p95_ms": attrs["latency"]["p95_ms"],
-            "latency": attrs["latency"], "fidelity": attrs.get("fidelity"),
-            "memory_mb": trial.values[2], "param_bytes": attrs["param_bytes"],
-            "workspace_bytes": attrs["workspace_bytes"], "target_profile": cs.profile.name,
-            "target": attrs.get("target"), "tvm_version": attrs.get("tvm_version"),
-            "threads": cs.profile.threads, "machine": attrs.get("machine"),
+            "latency_ms": result["latency"]["median_ms"],
+            "latency_p95_ms": result["latency"]["p95_ms"], "latency": result["latency"],
+            "fidelity": result["fidelity"], "tuning": result.get("tuning", {}),
+            "searched": {"fidelity": attrs.get("fidelity"), "latency_ms": trial.values[1]},
+            "memory_mb": (result["param_bytes"] + result["workspace_bytes"]) / 1e6,
+            "param_bytes": result["param_bytes"], "workspace_bytes": result["workspace_bytes"],
+            "target_profile": cs.profile.name, "target": result["target"],
+            "tvm_version": result["tvm_version"], "threads": cs.profile.threads,
+            "machine": result["machine"],
         }
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         del model  # release the library before the folder moves

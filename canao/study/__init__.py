@@ -1,6 +1,6 @@
 """Optuna studies: storage, objectives, the Pareto front."""
 
-from canao.study._objective import CANDIDATE_FILE, Objective, artifact_dir, run
+from canao.study._objective import CANDIDATE_FILE, Objective, artifact_dir, run, tuning_dir
 from canao.study._storage import DEFAULT_STORAGE, open_storage, redact, storage_url
 from canao.study._study import (
     DIRECTIONS,
@@ -32,4 +32,5 @@ __all__ = [
     "storage_url",
     "summaries",
     "trial_row",
+    "tuning_dir",
 ]

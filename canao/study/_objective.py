@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import traceback
@@ -11,12 +13,15 @@ from typing import Any
 import numpy as np
 import optuna
 
+from canao import __version__, _config
+from canao._locks import file_lock
 from canao.errors import CandidateError
 from canao.study._study import CanaoStudy
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_FILE = "candidate.pt"
+MEASUREMENT_FILE = "measurement.json"  # written last: its presence marks a complete artifact
 REFERENCE_SAMPLES = 16  # validation images whose compiled outputs are checked against torch
 PARITY_TOLERANCE = 1e-3  # compiled vs PyTorch logits; a larger gap means a broken build
 
@@ -50,7 +55,75 @@ class Objective:
             log.warning("trial %d failed: %s", trial.number, reason)
             raise CandidateError(reason) from e
 
+    def candidate_key(self, arch: Any) -> str:
+        """Content key of a measured candidate: same key, same model, build and measurement.
+
+        It covers what determines the result: the base (task data, shape, recipe), the
+        architecture, the candidate recipe (importance, recovery), the target profile's
+        target, threads, timing protocol and tuning rung, and the TVM and canao versions.
+        The tuning database is not in the key: a candidate's workloads are tuned (or found
+        tuned) when it is first built and are never re-tuned at that rung, so later records
+        for other workloads cannot change its build. Its digest is stored with the result.
+        """
+        from canao.compile import fidelity
+
+        p = self.cs.profile
+        blob = json.dumps({
+            "base": self.base_info["key"], "arch": arch.to_dict(),
+            "candidate": _config.to_dict(self.cs.space.candidate), "target": p.target,
+            "threads": p.threads, "measure": _config.to_dict(p.measure),
+            "fidelity": fidelity(p)[0], "tvm": _installed("apache-tvm"),
+            "canao": __version__,
+        }, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
     def _evaluate(self, trial: optuna.Trial, arch: Any) -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        key = self.candidate_key(arch)
+        folder = self.cs.artifacts / "cache" / key
+        trial.set_user_attr("artifact_key", key)
+        trial.set_user_attr("artifact_dir", str(folder))
+        # One builder per key at a time: a second worker drawing the same candidate waits
+        # and then reads the first one's result instead of building it again.
+        with file_lock(self.cs.artifacts / "cache" / f"{key}.lock"):
+            record_path = folder / MEASUREMENT_FILE
+            hit = record_path.is_file()
+            if hit:
+                record = json.loads(record_path.read_text())
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                record = self._build(arch, folder)
+                record_path.write_text(json.dumps(record, indent=2))
+        elapsed = time.perf_counter() - t0
+        result = record["result"]
+        latency = result["latency"]
+        memory_bytes = result["param_bytes"] + result["workspace_bytes"]
+        for k, value in {
+            "fidelity": result["fidelity"], "latency": latency, "noisy": latency.get("noisy"),
+            "kept": record["kept"], "parameters": record["parameters"],
+            "param_bytes": result["param_bytes"], "workspace_bytes": result["workspace_bytes"],
+            "library_bytes": result["library_bytes"], "max_abs_error": result["max_abs_error"],
+            "target": result["target"], "tvm_version": result["tvm_version"],
+            "machine": result["machine"], "tuning": result.get("tuning", {}),
+            "cache_hit": hit, "build_s": elapsed,
+            "timings_s": {**record["timings_s"], "import": result["import_s"],
+                          "compile": result["compile_s"], "measure": result["measure_s"]},
+        }.items():
+            trial.set_user_attr(k, value)
+        values = (record["accuracy"], latency["median_ms"], memory_bytes / 1e6)
+        tuned = result.get("tuning", {})
+        if hit:
+            log.info("trial %d %s: cache hit (%s), %.3f s", trial.number, arch.describe(), key,
+                     elapsed)
+        log.info("trial %d %s: accuracy %.4f, %.4f ms (p95 %.4f, %s%s), %.3f MB%s",
+                 trial.number, arch.describe(), values[0], latency["median_ms"],
+                 latency["p95_ms"], result["fidelity"], ", noisy" if latency.get("noisy") else "",
+                 values[2], "" if hit or not tuned else
+                 f"; tuned {tuned.get('tuned_tasks', 0)}/{tuned.get('tasks', 0)} workloads "
+                 f"in {tuned.get('tuning_s', 0):.1f} s")
+        return values
+
+    def _build(self, arch: Any, out: Path) -> dict[str, Any]:
         import torch
 
         from canao.compile import compile_and_measure
@@ -60,12 +133,8 @@ class Objective:
         from canao.tasks import accuracy
 
         space, profile = self.cs.space, self.cs.profile
-        out = self.cs.artifacts / self.cs.name / f"trial-{trial.number:05d}"
-        out.mkdir(parents=True, exist_ok=True)
-        trial.set_user_attr("artifact_dir", str(out))
         t0 = time.perf_counter()
         model, kept = slice_encoder(self.base, arch, self.scores)
-        trial.set_user_attr("kept", kept.to_dict())
         rec = space.candidate.recovery
         torch.manual_seed(space.candidate.seed)
         train(model, self.task.split("train"), steps=rec.steps, batch_size=rec.batch_size,
@@ -75,7 +144,7 @@ class Objective:
         acc = accuracy(predict_logits(model, val.x).numpy(), val.y)
         torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()},
                    out / CANDIDATE_FILE)
-        build_s = time.perf_counter() - t0
+        candidate_s = time.perf_counter() - t0
 
         batch = profile.measure.batch_size
         export_onnx(model, out / "model.onnx", batch_size=batch)
@@ -85,27 +154,28 @@ class Objective:
         result = compile_and_measure(
             out / "model.onnx", out, profile, input_shape=model.config.input_shape(batch),
             input_dtype=model.config.input_dtype, input_name=INPUT_NAME,
-            reference_x=out / "reference_x.npy", reference_logits=out / "reference_logits.npy")
+            reference_x=out / "reference_x.npy", reference_logits=out / "reference_logits.npy",
+            db_dir=tuning_dir(self.cs))
         if result["max_abs_error"] > PARITY_TOLERANCE:
             raise CandidateError(f"compiled outputs differ from PyTorch by "
                                  f"{result['max_abs_error']:.3g} (> {PARITY_TOLERANCE})")
-        latency = result["latency"]
-        memory_bytes = result["param_bytes"] + result["workspace_bytes"]
-        for key, value in {
-            "fidelity": result["fidelity"], "latency": latency,
-            "param_bytes": result["param_bytes"], "workspace_bytes": result["workspace_bytes"],
-            "library_bytes": result["library_bytes"], "parameters": model.num_parameters(),
-            "max_abs_error": result["max_abs_error"], "target": result["target"],
-            "tvm_version": result["tvm_version"], "machine": result["machine"],
-            "timings_s": {"candidate": build_s, "import": result["import_s"],
-                          "compile": result["compile_s"], "measure": result["measure_s"]},
-        }.items():
-            trial.set_user_attr(key, value)
-        values = (acc, latency["median_ms"], memory_bytes / 1e6)
-        log.info("trial %d %s: accuracy %.4f, %.3f ms (p95 %.3f, %s), %.3f MB",
-                 trial.number, arch.describe(), acc, latency["median_ms"], latency["p95_ms"],
-                 result["fidelity"], values[2])
-        return values
+        return {"accuracy": acc, "kept": kept.to_dict(), "parameters": model.num_parameters(),
+                "arch": arch.to_dict(), "timings_s": {"candidate": candidate_s},
+                "result": result}
+
+
+def tuning_dir(cs: CanaoStudy) -> Path:
+    """The study's shared MetaSchedule database for its target profile."""
+    return cs.artifacts / cs.name / "tuning" / cs.profile.name
+
+
+def _installed(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
 
 
 def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,

@@ -4,8 +4,9 @@ from canao.targets._profile import (
     BuildConfig,
     MeasureConfig,
     TargetProfile,
+    TuningConfig,
     load_profile,
     parse_profile,
 )
 
-__all__ = ["BuildConfig", "MeasureConfig", "TargetProfile", "load_profile", "parse_profile"]
+__all__ = ["BuildConfig", "MeasureConfig", "TargetProfile", "TuningConfig", "load_profile", "parse_profile"]

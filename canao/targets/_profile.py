@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from canao import _config
 from canao.errors import TargetError
@@ -28,12 +28,43 @@ class MeasureConfig:
     repeat: int = 15
     min_repeat_ms: int = 0  # raise ``number`` until one repeat lasts this long
     batch_size: int = 1
+    max_cov: float = 0.10  # a measurement noisier than this is taken again ...
+    retries: int = 2  # ... up to this many times, then kept but flagged noisy
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.min_repeat_ms < 0:
-            raise ValueError("'warmup' and 'min_repeat_ms' must be >= 0")
+        if self.warmup < 0 or self.min_repeat_ms < 0 or self.retries < 0:
+            raise ValueError("'warmup', 'min_repeat_ms' and 'retries' must be >= 0")
         if self.number < 1 or self.repeat < 1 or self.batch_size < 1:
             raise ValueError("'number', 'repeat' and 'batch_size' must be >= 1")
+        if self.max_cov <= 0:
+            raise ValueError(f"'max_cov' must be positive, got {self.max_cov}")
+
+
+RUNGS = ("untuned", "transferred", "tuned")
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """The fidelity ladder: how hard each build is tuned with MetaSchedule.
+
+    Rungs, cheapest first: ``untuned`` (TVM's default schedules), ``transferred`` (apply
+    the study's shared tuning database, tune nothing), ``tuned`` (tune the workloads the
+    database lacks with ``trials_per_task`` each, then apply). ``canao export`` re-tunes
+    the chosen model with ``final_trials_per_task`` and measures it again.
+    """
+
+    rung: Literal["untuned", "transferred", "tuned"] = "tuned"
+    trials_per_task: int = 8
+    final_trials_per_task: int = 64
+    trials_per_iter: int = 32  # schedules per search round (one build-and-run batch)
+    runner_number: int = 10  # MetaSchedule's own timing of each schedule
+    runner_min_repeat_ms: int = 20
+
+    def __post_init__(self) -> None:
+        if self.trials_per_task < 0 or self.final_trials_per_task < 0:
+            raise ValueError("trial budgets must be >= 0")
+        if self.trials_per_iter < 1 or self.runner_number < 1 or self.runner_min_repeat_ms < 0:
+            raise ValueError("'trials_per_iter' and 'runner_number' must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,7 @@ class TargetProfile:
     description: str = ""
     threads: int = 1  # runtime threads (TVM_NUM_THREADS) while measuring
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
 
     def __post_init__(self) -> None:
