@@ -36,20 +36,26 @@ class CompiledModel:
     Args:
         folder: A folder holding ``model.so``, ``params.npz`` and ``compiled.json``.
         device: ``cpu`` (default) or another TVM device type the library was built for.
+        session: An RPC session: the library is uploaded and run on that remote device.
     """
 
-    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+    def __init__(self, folder: str | Path, device: str = "cpu", session: Any = None) -> None:
         import tvm
         from tvm import relax
 
         self.folder = Path(folder)
         try:
             self.meta: dict[str, Any] = json.loads((self.folder / META_FILE).read_text())
-            lib = tvm.runtime.load_module(str(self.folder / LIB_FILE))
             arrays = load_params(self.folder / PARAMS_FILE)
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            if session is None:
+                lib = tvm.runtime.load_module(str(self.folder / LIB_FILE))
+                self.device = tvm.device(device, 0)
+            else:
+                session.upload(str(self.folder / LIB_FILE))
+                lib = session.load_module(LIB_FILE)
+                self.device = session.device(device, 0)
+        except (OSError, ValueError, KeyError) as e:
             raise ExportError(f"{self.folder}: not a loadable compiled model: {e}") from e
-        self.device = tvm.device(device, 0)
         self.vm = relax.VirtualMachine(lib, self.device)
         self.params = [tvm.runtime.tensor(a, self.device) for a in arrays]
         self.input_shape = tuple(self.meta["input_shape"])

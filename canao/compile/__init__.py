@@ -6,8 +6,12 @@ starts them, so importing it costs nothing.
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +19,8 @@ from typing import Any
 
 from canao.errors import CandidateError, TargetError
 from canao.targets import TargetProfile
+
+log = logging.getLogger(__name__)
 
 
 def check_target(profile: TargetProfile) -> str:
@@ -64,10 +70,12 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
         tuning = {"db_dir": str(db_dir), "trials_per_task": trials,
                   "trials_per_iter": t.trials_per_iter,
                   "runner": {"number": t.runner_number, "repeat": 1,
-                             "min_repeat_ms": t.runner_min_repeat_ms}}
+                             "min_repeat_ms": t.runner_min_repeat_ms},
+                  "rpc": profile.to_dict()["rpc"]}
     request = {
         "onnx": str(onnx_path), "out_dir": str(out_dir), "target": profile.target,
-        "fidelity": label, "tuning": tuning,
+        "fidelity": label, "tuning": tuning, "cc": profile.build.cc,
+        "rpc": profile.to_dict()["rpc"],
         "device": profile.device_type, "measure": profile.to_dict()["measure"],
         "input_shape": list(input_shape), "input_dtype": input_dtype, "input_name": input_name,
         "reference_x": str(reference_x), "reference_logits": str(reference_logits),
@@ -76,26 +84,103 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
     req_path.write_text(json.dumps(request, indent=2))
     result_path = out_dir / "result.json"
     result_path.unlink(missing_ok=True)
-    env = {**os.environ, "TVM_NUM_THREADS": str(profile.threads)}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "canao.compile.worker", str(req_path)],
-                              env=env, capture_output=True, text=True,
-                              timeout=profile.build.timeout_s)
-    except subprocess.TimeoutExpired as e:
-        raise CandidateError(f"build and measurement ran past {profile.build.timeout_s:g} s") from e
-    (out_dir / "worker.log").write_text(proc.stdout + proc.stderr)
-    result = json.loads(result_path.read_text()) if result_path.is_file() else {}
-    if proc.returncode != 0 or "error" in result:
-        reason = result.get("error") or _last_line(proc.stderr) or f"exit code {proc.returncode}"
-        if proc.returncode < 0:
-            reason = f"worker killed by signal {-proc.returncode}; {reason}"
-        raise CandidateError(f"build failed: {reason}")
-    return result
+    attempts = 1 + (profile.rpc.retries if profile.rpc else 0)
+    server = _server(profile.threads)
+    for attempt in range(1, attempts + 1):
+        code = server.run(req_path, profile.build.timeout_s)
+        result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        if code == 0 and "error" not in result:
+            return result
+        reason = result.get("error") or _last_line(out_dir / "worker.log") or f"exit code {code}"
+        if code < 0:
+            reason = f"worker killed by signal {-code}; {reason}"
+        if result.get("error_kind") != "device":
+            raise CandidateError(f"build failed: {reason}")
+        if attempt < attempts:
+            log.warning("device measurement failed (attempt %d of %d), retrying: %s",
+                        attempt, attempts, reason)
+    raise CandidateError(f"device measurement failed after {attempts} attempt(s): {reason}")
 
 
-def _last_line(text: str) -> str:
+def _last_line(path: Path) -> str:
+    text = path.read_text(errors="replace") if path.is_file() else ""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:500] if lines else ""
+
+
+class _WorkerServer:
+    """One persistent ``canao.compile.worker --serve`` process, restarted when it dies."""
+
+    RECYCLE_AFTER = 200  # requests; bounds whatever TVM leaks across many builds
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.proc: subprocess.Popen[str] | None = None
+        self.served = 0
+
+    def _start(self) -> subprocess.Popen[str]:
+        env = {**os.environ, "TVM_NUM_THREADS": str(self.threads)}
+        # A session of its own, so that a timeout ends the worker and MetaSchedule's runner
+        # processes together.
+        return subprocess.Popen([sys.executable, "-m", "canao.compile.worker", "--serve"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=env, text=True,
+                                start_new_session=True)
+
+    def run(self, request: Path, timeout: float) -> int:
+        """The worker's exit code for ``request``; negative if it died of a signal."""
+        if self.proc is None or self.proc.poll() is not None or self.served >= self.RECYCLE_AFTER:
+            self.stop()
+            self.proc, self.served = self._start(), 0
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        self.served += 1
+        try:
+            proc.stdin.write(f"{request}\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            return self._died()
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready:
+            self.stop()
+            raise CandidateError(f"build and measurement ran past {timeout:g} s")
+        line = proc.stdout.readline()
+        return int(line) if line.strip() else self._died()
+
+    def _died(self) -> int:
+        assert self.proc is not None
+        code = self.proc.wait()
+        self.stop()
+        return code if code < 0 else 1
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        self.proc = None
+
+
+_SERVERS: dict[int, _WorkerServer] = {}
+
+
+def _server(threads: int) -> _WorkerServer:
+    if threads not in _SERVERS:
+        _SERVERS[threads] = _WorkerServer(threads)
+    return _SERVERS[threads]
+
+
+@atexit.register
+def shutdown_workers() -> None:
+    """End every worker process this process started."""
+    for server in _SERVERS.values():
+        server.stop()
 
 
 __all__ = ["CandidateError", "TargetError", "check_target", "compile_and_measure", "fidelity"]

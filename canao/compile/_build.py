@@ -83,12 +83,13 @@ def planned_workspace_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> int
 
 
 def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
-          tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+          tuning: dict[str, Any] | None = None, cc: str = "") -> dict[str, Any]:
     """Compile ``onnx_path`` for the target into ``out_dir``; return what was built.
 
     Args:
         tuning: ``None`` for an untuned build; else ``db_dir``, ``trials_per_task`` (0 =
             apply the shared database only), ``trials_per_iter`` and ``runner`` settings.
+        cc: a cross compiler to link the library with (``""``: the host's).
     """
     t0 = time.perf_counter()
     target = resolve_target(target_spec)
@@ -101,10 +102,16 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
 
         mod, tune_stats = tune_and_apply(
             mod, target, Path(tuning["db_dir"]), trials_per_task=tuning["trials_per_task"],
-            trials_per_iter=tuning["trials_per_iter"], runner_config=tuning["runner"])
+            trials_per_iter=tuning["trials_per_iter"], runner_config=tuning["runner"],
+            rpc=tuning.get("rpc"))
     t1 = time.perf_counter()
     executable = tvm.compile(mod, target=target)
-    executable.export_library(str(out_dir / LIB_FILE))
+    if cc:
+        from tvm.support import cc as tvm_cc
+
+        executable.export_library(str(out_dir / LIB_FILE), fcompile=tvm_cc.cross_compiler(cc))
+    else:
+        executable.export_library(str(out_dir / LIB_FILE))
     save_params(out_dir / PARAMS_FILE, params)
     return {
         "target": str(target),

@@ -1,11 +1,15 @@
-"""The build-and-measure worker: one candidate per process.
+"""The build-and-measure worker, a child process of the search.
 
-``python -m canao.compile.worker REQUEST.json`` compiles the candidate's ONNX for the
+``python -m canao.compile.worker REQUEST.json`` compiles one candidate's ONNX for the
 target, loads the library back exactly as a user would, checks it against the PyTorch
-reference outputs, and times it. It writes ``result.json`` beside the artifact. Running
-it as a child process gives the search three things: a crash or hang in TVM costs one
-trial; the runtime thread count is pinned before TVM's thread pool exists; and the
-search process never holds TVM's memory.
+reference outputs, and times it. It writes ``result.json`` beside the artifact.
+``python -m canao.compile.worker --serve`` does the same for every request path it reads
+on stdin, answering each with its exit code on stdout: one process serves many candidates,
+so TVM's imports (MetaSchedule's tensor intrinsics take half a minute) are paid once.
+
+Running in a child process gives the search three things: a crash or hang in TVM costs one
+trial (the parent restarts the worker); the runtime thread count is pinned before TVM's
+thread pool exists; and the search process never holds TVM's memory.
 """
 
 from __future__ import annotations
@@ -27,13 +31,20 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     from canao.runtime import META_FILE, CompiledModel
 
     out_dir = Path(request["out_dir"])
-    info = build(Path(request["onnx"]), out_dir, request["target"], request.get("tuning"))
+    info = build(Path(request["onnx"]), out_dir, request["target"], request.get("tuning"),
+                 cc=request.get("cc", ""))
     meta = {"input_name": request["input_name"], "input_shape": request["input_shape"],
             "input_dtype": request["input_dtype"], "target": request["target"],
             "tvm_version": info["tvm_version"]}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
 
-    model = CompiledModel(out_dir, device=request.get("device", "cpu"))
+    rpc_cfg = request.get("rpc")
+    session = None
+    if rpc_cfg:
+        from canao.compile._remote import request_session
+
+        session = request_session(rpc_cfg)
+    model = CompiledModel(out_dir, device=request.get("device", "cpu"), session=session)
     ref_x = np.load(request["reference_x"])
     ref_logits = np.load(request["reference_logits"])
     got = model.predict(ref_x)
@@ -60,6 +71,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "fidelity": request["fidelity"],
         "threads": int(os.environ.get("TVM_NUM_THREADS", "0")) or None,
         "machine": describe_machine(),
+        "device": ({"rpc_tracker": rpc_cfg["tracker"], "rpc_key": rpc_cfg["key"]}
+                   if rpc_cfg else {"local": request.get("device", "cpu")}),
     }
 
 
@@ -70,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(request)
     except Exception as e:  # reported to the parent, which fails the trial with it
+        from canao.compile._remote import DeviceError, is_connection_error
+
+        remote = bool(request.get("rpc"))
+        device_lost = isinstance(e, DeviceError) or (remote and is_connection_error(e))
+        text = str(e) if isinstance(e, DeviceError) else f"{type(e).__name__}: {e}"
         result_path.write_text(json.dumps({
-            "error": f"{type(e).__name__}: {e}".splitlines()[0][:500],
+            "error": (text.strip().splitlines() or [type(e).__name__])[0][:500],
+            "error_kind": "device" if device_lost else "build",
             "traceback": traceback.format_exc(),
         }))
         return 1
@@ -79,5 +98,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def serve() -> int:
+    """Answer request paths from stdin, one per line, with their exit codes on stdout."""
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    for line in sys.stdin:
+        request_path = line.strip()
+        if not request_path:
+            continue
+        out_dir = Path(json.loads(Path(request_path).read_text())["out_dir"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # TVM and MetaSchedule print to the process's own stdout/stderr: send each
+        # request's output to its artifact's log, never into the answer channel.
+        with open(out_dir / "worker.log", "a") as log_file:
+            os.dup2(log_file.fileno(), 1)
+            os.dup2(log_file.fileno(), 2)
+            code = main([request_path])
+            sys.stdout.flush()
+            sys.stderr.flush()
+        print(code, file=answers)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve() if sys.argv[1:] == ["--serve"] else main())

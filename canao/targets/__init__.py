@@ -3,10 +3,19 @@
 from canao.targets._profile import (
     BuildConfig,
     MeasureConfig,
+    RemoteConfig,
     TargetProfile,
     TuningConfig,
     load_profile,
     parse_profile,
 )
 
-__all__ = ["BuildConfig", "MeasureConfig", "TargetProfile", "TuningConfig", "load_profile", "parse_profile"]
+__all__ = [
+    "BuildConfig",
+    "MeasureConfig",
+    "RemoteConfig",
+    "TargetProfile",
+    "TuningConfig",
+    "load_profile",
+    "parse_profile",
+]

@@ -70,10 +70,32 @@ class TuningConfig:
 @dataclass(frozen=True)
 class BuildConfig:
     timeout_s: float = 600.0  # a build or measurement that runs longer fails its trial
+    cc: str = ""  # cross compiler for export_library (e.g. aarch64-linux-gnu-g++); "" = host
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ValueError(f"'build.timeout_s' must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """A device reached through TVM's RPC tracker (``python -m tvm.exec.rpc_tracker``)."""
+
+    tracker: str  # HOST:PORT of the tracker
+    key: str  # the device key its RPC server registered
+    priority: int = 1
+    session_timeout_s: float = 600.0  # the server ends a session that lasts longer
+    device_wait_s: float = 60.0  # how long a key no device has registered is waited for
+    retries: int = 2  # a dropped connection is retried this many times, then the trial fails
+
+    def __post_init__(self) -> None:
+        host, _, port = self.tracker.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"'rpc.tracker' must be HOST:PORT, got {self.tracker!r}")
+        if not self.key:
+            raise ValueError("'rpc.key' must name the device key")
+        if self.retries < 0 or self.device_wait_s < 0 or self.session_timeout_s <= 0:
+            raise ValueError("'rpc' timeouts must be positive and 'retries' >= 0")
 
 
 @dataclass(frozen=True)
@@ -93,6 +115,7 @@ class TargetProfile:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    rpc: RemoteConfig | None = None  # measure on a remote device instead of locally
 
     def __post_init__(self) -> None:
         if self.version != PROFILE_VERSION:

@@ -1,0 +1,87 @@
+"""MetaSchedule tuning with a shared database; the content-keyed artifact cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from canao.compile import compile_and_measure
+from canao.models import Encoder, EncoderConfig, predict_logits
+from canao.models.onnx_export import INPUT_NAME, export_onnx
+from canao.targets import parse_profile
+
+from .conftest import FAST_TARGET, TINY_SPACE, run_cli
+
+PROFILE = parse_profile(json.dumps({
+    "version": 1, "target": {"kind": "llvm", "num-cores": 1}, "threads": 1,
+    "measure": {"warmup": 1, "number": 3, "repeat": 5, "max_cov": 0.5, "retries": 0},
+    "tuning": {"rung": "tuned", "trials_per_task": 2, "trials_per_iter": 2,
+               "runner_number": 2, "runner_min_repeat_ms": 1},
+}), name="tiny-tuned")
+
+
+def _candidate(folder: Path, ffn: int) -> dict:
+    folder.mkdir()
+    config = EncoderConfig(num_classes=10, hidden=16, heads=(1,), ffn=(ffn,), head_dim=16)
+    torch.manual_seed(0)
+    model = Encoder(config).eval()
+    export_onnx(model, folder / "model.onnx")
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", predict_logits(model, x).numpy())
+    return dict(input_shape=(1, 1, 8, 8), input_dtype="float32", input_name=INPUT_NAME,
+                reference_x=folder / "x.npy", reference_logits=folder / "y.npy")
+
+
+@pytest.mark.slow
+def test_shared_database_tunes_each_workload_once(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    first = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "a", PROFILE,
+                                db_dir=db, **_candidate(tmp_path / "a", 32))
+    t1 = first["tuning"]
+    assert first["fidelity"] == "tuned-2" and first["max_abs_error"] < 1e-4
+    assert t1["covered_before"] == 0 and t1["tuned_tasks"] == t1["tasks"] > 0
+    assert t1["covered_after"] > 0 and (db / "database_tuning_record.json").is_file()
+
+    # The same model again: every workload is found in the database, nothing is tuned.
+    again = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "b", PROFILE,
+                                db_dir=db, **_candidate(tmp_path / "b", 32))
+    assert again["tuning"]["tuned_tasks"] == 0 and again["tuning"]["tuning_s"] == 0.0
+    assert again["tuning"]["covered_before"] == t1["tasks"]
+
+    # A different FFN width shares the attention workloads: only the FFN ones are new.
+    other = compile_and_measure(tmp_path / "c" / "model.onnx", tmp_path / "c", PROFILE,
+                                db_dir=db, **_candidate(tmp_path / "c", 48))
+    t3 = other["tuning"]
+    assert 0 < t3["tuned_tasks"] < t3["tasks"] and t3["covered_before"] > 0
+
+    # "transferred" applies the database without tuning anything new.
+    transferred = parse_profile(json.dumps({**PROFILE.to_dict(), "tuning": {"rung": "transferred"}}),
+                                name="t")
+    tr = compile_and_measure(tmp_path / "c" / "model.onnx", tmp_path / "d", transferred,
+                             db_dir=db, **_candidate(tmp_path / "d", 48))
+    assert tr["fidelity"] == "transferred" and tr["tuning"]["tuned_tasks"] == 0
+
+
+def test_a_repeated_architecture_is_a_cache_hit(tmp_path: Path) -> None:
+    one = TINY_SPACE.read_text().replace("layers: [1, 2]", "layers: [1]").replace(
+        "heads: [1, 2]", "heads: [2]").replace("ffn: [16, 32, 64]", "ffn: [32]").replace(
+        "hidden: [16, 32]", "hidden: [32]")
+    space = tmp_path / "one.yaml"
+    space.write_text(one)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    code, text = run_cli("search", "--space", str(space), "--target", str(FAST_TARGET),
+                         "--study", "same", "--storage", url, "--trials", "3",
+                         "--artifacts", str(tmp_path / "a"))
+    assert code == 0, text
+    trials = optuna.load_study(study_name="same", storage=url).trials
+    assert [t.user_attrs["cache_hit"] for t in trials] == [False, True, True]
+    assert len({t.user_attrs["artifact_key"] for t in trials}) == 1
+    assert all(t.user_attrs["build_s"] < 1.0 for t in trials[1:])
+    assert [t.values for t in trials[1:]] == [trials[0].values] * 2
+    assert text.count("cache hit") == 2
