@@ -18,10 +18,15 @@ def export_onnx(model: Encoder, path: Path, batch_size: int = 1) -> None:
     """Write ``model`` with a static input shape (batch ``batch_size``) to ``path``.
 
     The TorchScript exporter (``dynamo=False``) is used: it needs no onnxscript and its
-    graphs import into TVM's Relax frontend as plain ops. Constant folding stays on: it
-    stores each linear weight pre-transposed, where an unfolded graph would transpose every
-    weight on every call (the weights reach TVM as call-time inputs, so TVM cannot fold them).
+    graphs import into TVM's Relax frontend as plain ops. Block linears are exported as
+    :class:`~canao.compress.deploy.DeployLinear` (a plain model gets fp32 ones), which hold
+    their weights pre-transposed, so constant folding can stay off: folding would otherwise
+    widen int8 or clustered weights back into fp32 constants.
     """
+    from canao.compress.deploy import DeployLinear, deploy
+
+    if not any(isinstance(m, DeployLinear) for m in model.modules()):
+        model = deploy(model)
     c = model.config
     shape = c.input_shape(batch_size)
     x = torch.zeros(shape, dtype=torch.float32 if c.input_dtype == "float32" else torch.int64)
@@ -31,5 +36,5 @@ def export_onnx(model: Encoder, path: Path, batch_size: int = 1) -> None:
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
         torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          do_constant_folding=True)
+                          do_constant_folding=False)
     path.write_bytes(buf.getvalue())

@@ -13,6 +13,7 @@ import yaml
 from canao import _config
 from canao.errors import SpaceError
 
+WEIGHT_KINDS = ("fp32", "int8")
 SPACE_VERSION = 1
 ARCH_VERSION = 1
 MAX_SPACE_BYTES = 256 * 1024  # a space file is a few hundred bytes; refuse anything absurd
@@ -73,15 +74,24 @@ class SearchDims:
     heads: tuple[int, ...]
     ffn: tuple[int, ...]
     hidden: tuple[int, ...]
+    weights: tuple[str, ...] = ("fp32",)  # storage of block weights: fp32, int8 (weight-only)
+    clusters: tuple[int, ...] = (0,)  # k-means shared values per tensor; 0 = not clustered
 
     def __post_init__(self) -> None:
-        for name in ("layers", "heads", "ffn", "hidden"):
+        for name in ("layers", "heads", "ffn", "hidden", "weights", "clusters"):
             values = getattr(self, name)
             if not values:
                 raise ValueError(f"'search.{name}' needs at least one choice")
             if len(set(values)) != len(values):
                 raise ValueError(f"'search.{name}' lists a choice twice: {list(values)}")
-            _positive(f"search.{name}", *values)
+        for name in ("layers", "heads", "ffn", "hidden"):
+            _positive(f"search.{name}", *getattr(self, name))
+        bad = [w for w in self.weights if w not in WEIGHT_KINDS]
+        if bad:
+            raise ValueError(f"'search.weights' allows {', '.join(WEIGHT_KINDS)}, got {bad}")
+        bad_k = [k for k in self.clusters if k != 0 and not 2 <= k <= 256]
+        if bad_k:
+            raise ValueError(f"'search.clusters' must be 0 or lie in [2, 256], got {bad_k}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,14 @@ class SearchSpace:
                       for i in range(n))
         ffn = tuple(trial.suggest_categorical(f"ffn_{i}", list(self.search.ffn))
                     for i in range(n))
-        return ArchConfig(hidden=hidden, heads=heads, ffn=ffn)
+        # Compression knobs with a single choice are not parameters of the study.
+        s = self.search
+        clusters = (trial.suggest_categorical("clusters", list(s.clusters))
+                    if len(s.clusters) > 1 else s.clusters[0])
+        weights = (trial.suggest_categorical("weights", list(s.weights))
+                   if len(s.weights) > 1 and not clusters else
+                   "fp32" if clusters else s.weights[0])
+        return ArchConfig(hidden=hidden, heads=heads, ffn=ffn, weights=weights, clusters=clusters)
 
     def base_arch(self) -> ArchConfig:
         m = self.base.model
@@ -172,11 +189,17 @@ class ArchConfig:
     hidden: int
     heads: tuple[int, ...]
     ffn: tuple[int, ...]
+    weights: str = "fp32"  # block weight storage: fp32 or int8 (weight-only)
+    clusters: int = 0  # k-means shared values per block weight tensor (0: none); implies fp32
 
     def __post_init__(self) -> None:
         if len(self.heads) != len(self.ffn) or not self.heads:
             raise ValueError("an architecture needs >= 1 layer and one heads/ffn entry per layer")
         _positive("arch", self.hidden, *self.heads, *self.ffn)
+        if self.weights not in WEIGHT_KINDS:
+            raise ValueError(f"weights must be one of {WEIGHT_KINDS}, got {self.weights!r}")
+        if self.clusters and (self.weights != "fp32" or not 2 <= self.clusters <= 256):
+            raise ValueError("clustering needs fp32 codebooks and 2..256 clusters")
 
     @property
     def layers(self) -> int:
@@ -198,7 +221,10 @@ class ArchConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def describe(self) -> str:
-        return f"L{self.layers} d{self.hidden} h{list(self.heads)} ffn{list(self.ffn)}"
+        text = f"L{self.layers} d{self.hidden} h{list(self.heads)} ffn{list(self.ffn)}"
+        if self.clusters:
+            return f"{text} k{self.clusters}"
+        return text if self.weights == "fp32" else f"{text} {self.weights}"
 
 
 def parse_space(text: str, *, where: str = "<string>", name: str = "") -> SearchSpace:

@@ -101,6 +101,7 @@ class Objective:
         for k, value in {
             "fidelity": result["fidelity"], "latency": latency, "noisy": latency.get("noisy"),
             "kept": record["kept"], "parameters": record["parameters"],
+            "compression": record.get("compression"),
             "param_bytes": result["param_bytes"], "workspace_bytes": result["workspace_bytes"],
             "library_bytes": result["library_bytes"], "max_abs_error": result["max_abs_error"],
             "target": result["target"], "tvm_version": result["tvm_version"],
@@ -128,6 +129,7 @@ class Objective:
 
         from canao.compile import compile_and_measure
         from canao.compress import slice_encoder, train
+        from canao.compress.deploy import compressed_bytes, deploy
         from canao.models import predict_logits
         from canao.models.onnx_export import INPUT_NAME, export_onnx
         from canao.tasks import accuracy
@@ -140,17 +142,20 @@ class Objective:
         train(model, self.task.split("train"), steps=rec.steps, batch_size=rec.batch_size,
               lr=rec.lr, seed=space.candidate.seed, teacher=self.base,
               alpha=rec.distill_alpha, temperature=rec.temperature)
+        # Weight storage (int8, clustering) is applied after recovery; the deployed module
+        # computes exactly what the compiled graph does, so its accuracy is the compiled one.
+        deployed = deploy(model, arch.weights, arch.clusters)
         val = self.task.split("validation")
-        acc = accuracy(predict_logits(model, val.x).numpy(), val.y)
-        torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()},
-                   out / CANDIDATE_FILE)
+        acc = accuracy(predict_logits(deployed, val.x).numpy(), val.y)
+        torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict(),
+                    "weights": arch.weights, "clusters": arch.clusters}, out / CANDIDATE_FILE)
         candidate_s = time.perf_counter() - t0
 
         batch = profile.measure.batch_size
-        export_onnx(model, out / "model.onnx", batch_size=batch)
+        export_onnx(deployed, out / "model.onnx", batch_size=batch)
         ref_x = val.x[:REFERENCE_SAMPLES]
         np.save(out / "reference_x.npy", ref_x)
-        np.save(out / "reference_logits.npy", predict_logits(model, ref_x).numpy())
+        np.save(out / "reference_logits.npy", predict_logits(deployed, ref_x).numpy())
         result = compile_and_measure(
             out / "model.onnx", out, profile, input_shape=model.config.input_shape(batch),
             input_dtype=model.config.input_dtype, input_name=INPUT_NAME,
@@ -161,6 +166,8 @@ class Objective:
                                  f"{result['max_abs_error']:.3g} (> {PARITY_TOLERANCE})")
         return {"accuracy": acc, "kept": kept.to_dict(), "parameters": model.num_parameters(),
                 "arch": arch.to_dict(), "timings_s": {"candidate": candidate_s},
+                "compression": {"weights": arch.weights, "clusters": arch.clusters,
+                                "block_weight_bytes": compressed_bytes(deployed)},
                 "result": result}
 
 

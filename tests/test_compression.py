@@ -1,0 +1,93 @@
+"""Weight-only int8 and k-means clustering: numbers checked in the compiled module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from canao.compile import compile_and_measure
+from canao.compress.deploy import DeployLinear, compressed_bytes, deploy, kmeans_1d
+from canao.models import load_or_train_base, predict_logits
+from canao.models.onnx_export import INPUT_NAME, export_onnx
+from canao.runtime import CompiledModel
+from canao.space import load_space
+from canao.targets import load_profile
+from canao.tasks import accuracy, get_task
+
+from .conftest import FAST_TARGET
+
+
+def test_kmeans_1d_is_deterministic_and_tightens_with_k() -> None:
+    w = np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32)
+    errs = []
+    for k in (4, 16, 64):
+        idx, book = kmeans_1d(w, k)
+        assert idx.dtype == np.uint8 and idx.shape == w.shape and idx.max() < len(book) <= k
+        assert np.all(np.diff(book) > 0)
+        errs.append(float(np.abs(book[idx] - w).max()))
+        again = kmeans_1d(w, k)
+        assert np.array_equal(again[0], idx) and np.array_equal(again[1], book)
+    assert errs[0] > errs[1] > errs[2]
+    with pytest.raises(ValueError, match="clusters must lie in"):
+        kmeans_1d(w, 300)
+
+
+def test_deploy_linear_storage_and_error_bounds() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(5, 64)
+    exact = lin(x)
+    fp = DeployLinear(lin)
+    torch.testing.assert_close(fp(x), exact, rtol=0, atol=1e-5)
+    q = DeployLinear(lin, "int8")
+    assert q.q.dtype == torch.int8 and q.scale.shape == (32,)
+    # Symmetric rounding: every weight within half a step of its channel's scale.
+    assert torch.all((q.weight() - lin.weight.t()).abs() <= q.scale / 2 + 1e-7)
+    assert q.stored_bytes() == 64 * 32 + 4 * 32
+    c = DeployLinear(lin, clusters=16)
+    assert c.idx.dtype == torch.uint8 and len(torch.unique(c.weight())) <= 16
+    assert c.stored_bytes() == 64 * 32 + 4 * len(c.codebook)
+
+
+@pytest.fixture(scope="module")
+def digits_base() -> tuple:
+    space = load_space("vit_digits")
+    task = get_task("digits")
+    model, _ = load_or_train_base(space, task)
+    return model, task
+
+
+def _compiled(model: torch.nn.Module, folder: Path, task) -> tuple[dict, float]:
+    folder.mkdir()
+    export_onnx(model, folder / "model.onnx")
+    val = task.split("validation")
+    np.save(folder / "x.npy", val.x[:8])
+    np.save(folder / "y.npy", predict_logits(model, val.x[:8]).numpy())
+    result = compile_and_measure(folder / "model.onnx", folder, load_profile(FAST_TARGET),
+                                 input_shape=(1, 1, 8, 8), input_dtype="float32",
+                                 input_name=INPUT_NAME, reference_x=folder / "x.npy",
+                                 reference_logits=folder / "y.npy")
+    assert result["max_abs_error"] < 1e-4
+    test = task.split("test")
+    return result, accuracy(CompiledModel(folder).predict(test.x), test.y)
+
+
+@pytest.mark.parametrize(("weights", "clusters", "max_loss"), [("int8", 0, 0.01), ("fp32", 64, 0.005)])
+def test_compiled_module_stores_the_small_form(digits_base: tuple, tmp_path: Path, weights: str,
+                                               clusters: int, max_loss: float) -> None:
+    model, task = digits_base
+    ref, ref_acc = _compiled(deploy(model), tmp_path / "fp32", task)
+    small = deploy(model, weights, clusters)
+    got, acc = _compiled(small, tmp_path / "small", task)
+    sizes = compressed_bytes(small)
+    # Everything but the block weights is identical, so the difference in the compiled
+    # module's parameter bytes is what the compressed tensors save.
+    compiled_small = got["param_bytes"] - (ref["param_bytes"] - sizes["fp32"])
+    assert compiled_small == sizes["stored"]
+    assert sizes["fp32"] / compiled_small >= 3.5
+    expected = {"int8": "int8", "fp32": "uint8"}[weights]
+    assert expected in got["param_dtypes"]
+    assert acc >= ref_acc - max_loss, (acc, ref_acc)
