@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import interleaved_ms
 
 HERE = Path(__file__).resolve().parent
 
@@ -115,7 +116,7 @@ def time_all(plan: dict[str, Any], threads: int, rounds: int, inner: int) -> dic
     import onnxruntime as ort
     import torch
 
-    from canao.models import Encoder, EncoderConfig
+    from canao.compress.deploy import load_candidate
     from canao.runtime import CompiledModel
 
     torch.set_num_threads(threads)
@@ -124,10 +125,7 @@ def time_all(plan: dict[str, Any], threads: int, rounds: int, inner: int) -> dic
     so.inter_op_num_threads = 1
     engines: dict[str, dict[str, Any]] = {}
     for m in plan["models"]:
-        saved = torch.load(m["torch"], weights_only=True)
-        net = Encoder(EncoderConfig.from_dict(saved["config"]))
-        net.load_state_dict(saved["state_dict"])
-        net.eval()
+        net = load_candidate(m["torch"])
         shape = tuple(net.config.input_shape(1))
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
         sess = ort.InferenceSession(m["onnx"], so, providers=["CPUExecutionProvider"])
@@ -144,20 +142,8 @@ def time_all(plan: dict[str, Any], threads: int, rounds: int, inner: int) -> dic
             "tvm_untuned": lambda u=untuned, xu=xu: u.vm["main"](xu, *u.params),
             "tvm_tuned": lambda t=tuned, xtv=xtv: t.vm["main"](xtv, *t.params),
         }
-    samples: dict[str, dict[str, list[float]]] = {n: {e: [] for e in es}
-                                                   for n, es in engines.items()}
-    for _ in range(rounds):
-        for name, es in engines.items():
-            for eng, fn in es.items():
-                for _ in range(3):  # warm-up
-                    fn()
-                per = []
-                for _ in range(5):
-                    t0 = time.perf_counter()
-                    for _ in range(inner):
-                        fn()
-                    per.append((time.perf_counter() - t0) / inner * 1e3)
-                samples[name][eng].append(statistics.median(per))
+    samples = {name: interleaved_ms(es, rounds=rounds, inner=inner)
+               for name, es in engines.items()}
     return {"threads": threads, "samples_ms": samples, "loadavg": list(os.getloadavg())}
 
 

@@ -100,6 +100,38 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
     _run_and_report(cs, trials, timeout, obj["progress"])
 
 
+@cli.command()
+@click.option("--space", "space_path", required=True, help="Search-space YAML (or a shipped name).")
+@click.option("--budget-mb", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Memory budget (fp32 parameter MB) the gates are trained toward.")
+@click.option("--steps", type=click.IntRange(min=1), help="Gate-training steps [default: the space's].")
+def slim(space_path: str, budget_mb: float, steps: int | None) -> None:
+    """Train slimming gates on the space's base once and store their importance scores."""
+    import dataclasses
+
+    from canao.compress.importance import importance_scores, unit_bytes
+    from canao.models import load_or_train_base
+    from canao.space import load_space
+    from canao.tasks import get_task
+
+    space = load_space(space_path)
+    task = get_task(space.task)
+    base, info = load_or_train_base(space, task)
+    slimming = dataclasses.replace(space.candidate.slimming, budget_mb=budget_mb,
+                                   **({"steps": steps} if steps else {}))
+    spec = dataclasses.replace(space.candidate, importance="gates", slimming=slimming)
+    scores, record = importance_scores(base, info["key"], task.split("train"), spec)
+    full = unit_bytes(base)["total"] / 1e6
+    click.echo(f"base {info['key']}: {full:.4f} MB of fp32 parameters; gates trained toward "
+               f"{budget_mb:g} MB: expected {record['expected_bytes_before'] / 1e6:.4f} -> "
+               f"{record['expected_bytes_after'] / 1e6:.4f} MB")
+    for i, (z, h, f) in enumerate(zip(scores["layers"], scores["heads"], scores["ffn"])):
+        click.echo(f"layer {i}: gate {float(z):.3f}; heads {[round(float(v), 3) for v in h]}; "
+                   f"FFN neurons with gate > 0.5: {int((f > 0.5).sum())}/{len(f)}")
+    click.echo("stored with the base; use them with `candidate: {importance: gates, slimming: "
+               f"{{budget_mb: {budget_mb:g}}}}}` in the space file")
+
+
 def _check_name(name: str) -> None:
     import re
 

@@ -86,6 +86,9 @@ class Attention(nn.Module):
         self.k = nn.Linear(hidden, inner)
         self.v = nn.Linear(hidden, inner)
         self.o = nn.Linear(inner, hidden)
+        # Importance gates (differentiable slimming, Taylor scores): one scalar per head,
+        # set only while scoring; None in every model that is trained, exported or served.
+        self.head_gate: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -97,7 +100,10 @@ class Attention(nn.Module):
         # (ONNX, torch.export) and TVM's importers see plain matmul/softmax.
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, nh, T, T)
         att = att.softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, inner)
+        y = att @ v  # (B, nh, T, hd)
+        if self.head_gate is not None:
+            y = y * self.head_gate.view(1, -1, 1, 1)
+        y = y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, inner)
         return self.o(y)
 
 
@@ -109,10 +115,20 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(hidden, eps=eps)
         self.fc1 = nn.Linear(hidden, ffn)
         self.fc2 = nn.Linear(ffn, hidden)
+        # Scoring-time gates like Attention.head_gate: one per FFN neuron, one for the layer.
+        self.ffn_gate: torch.Tensor | None = None
+        self.layer_gate: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))  # (B, T, hidden)
+        a = self.attn(self.ln1(x))
+        hid = F.gelu(self.fc1(self.ln2(x + a) if self.layer_gate is None else
+                              self.ln2(x + self.layer_gate * a)))  # (B, T, ffn)
+        if self.ffn_gate is not None:
+            hid = hid * self.ffn_gate
+        f = self.fc2(hid)
+        if self.layer_gate is None:
+            return x + a + f  # (B, T, hidden)
+        return x + self.layer_gate * (a + f)
 
 
 class Encoder(nn.Module):

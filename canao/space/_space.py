@@ -113,9 +113,25 @@ class RecoverySpec:
 
 
 @dataclass(frozen=True)
+class SlimmingSpec:
+    """Differentiable slimming: gates trained once per base under a memory budget."""
+
+    budget_mb: float = 0.25  # expected fp32 parameter megabytes (10^6 B) the gates aim under
+    steps: int = 300
+    lr: float = 0.05
+    penalty: float = 10.0  # weight of relu(E[bytes] / budget - 1)^2
+
+    def __post_init__(self) -> None:
+        _positive("candidate.slimming", self.budget_mb, self.steps, self.lr, self.penalty)
+
+
+@dataclass(frozen=True)
 class CandidateSpec:
-    importance: Literal["magnitude"] = "magnitude"
+    # Which units slicing keeps: weight magnitude, first-order Taylor, or slimming gates.
+    importance: Literal["magnitude", "taylor", "gates"] = "magnitude"
     recovery: RecoverySpec = field(default_factory=RecoverySpec)
+    slimming: SlimmingSpec = field(default_factory=SlimmingSpec)
+    taylor_batches: int = 20
     seed: int = 0
 
 

@@ -30,20 +30,23 @@ class Objective:
     """Callable Optuna objective for a canao study (base and task are loaded once)."""
 
     def __init__(self, cs: CanaoStudy) -> None:
-        from canao.compress import magnitude_scores
+        from canao.compress.importance import importance_scores
         from canao.models import load_or_train_base
         from canao.tasks import get_task
 
         self.cs = cs
         self.task = get_task(cs.space.task)
         self.base, self.base_info = load_or_train_base(cs.space, self.task)
-        self.scores = magnitude_scores(self.base)  # the same ranking serves every candidate
+        # One ranking of the base's units serves every candidate of the study.
+        self.scores, self.importance = importance_scores(
+            self.base, self.base_info["key"], self.task.split("train"), cs.space.candidate)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
         arch = self.cs.space.sample(trial)
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_key", arch.key())
         trial.set_user_attr("base", self.base_info["key"])
+        trial.set_user_attr("importance", self.cs.space.candidate.importance)
         try:
             return self._evaluate(trial, arch)
         except Exception as e:
