@@ -20,8 +20,8 @@ from .conftest import FAST_TARGET, TINY_SPACE, run_cli
 PROFILE = parse_profile(json.dumps({
     "version": 1, "target": {"kind": "llvm", "num-cores": 1}, "threads": 1,
     "measure": {"warmup": 1, "number": 3, "repeat": 5, "max_cov": 0.5, "retries": 0},
-    "tuning": {"rung": "tuned", "trials_per_task": 2, "trials_per_iter": 2,
-               "runner_number": 2, "runner_min_repeat_ms": 1},
+    "tuning": {"rung": "tuned", "trials_per_task": 2, "final_trials_per_task": 3,
+               "trials_per_iter": 2, "runner_number": 2, "runner_min_repeat_ms": 1},
 }), name="tiny-tuned")
 
 
@@ -66,6 +66,14 @@ def test_shared_database_tunes_each_workload_once(tmp_path: Path) -> None:
     tr = compile_and_measure(tmp_path / "c" / "model.onnx", tmp_path / "d", transferred,
                              db_dir=db, **_candidate(tmp_path / "d", 48))
     assert tr["fidelity"] == "transferred" and tr["tuning"]["tuned_tasks"] == 0
+
+    # The final rung re-tunes every workload tuned with less, on the database's own copies
+    # of the workloads (whose block names differ from this module's), and still builds.
+    final = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "e", PROFILE,
+                                db_dir=db, final=True, **_candidate(tmp_path / "e", 32))
+    assert final["fidelity"] == "final-3" and final["max_abs_error"] < 1e-4
+    assert final["tuning"]["tuned_tasks"] == t1["tasks"]
+    assert final["tuning"]["covered_after"] >= t1["covered_after"]
 
 
 def test_a_repeated_architecture_is_a_cache_hit(tmp_path: Path) -> None:
