@@ -155,7 +155,7 @@ def train_gates(model: Encoder, data: Split, *, budget_bytes: float, steps: int 
     scores = {"layers": torch.cat(final["layers"]), "heads": final["heads"], "ffn": final["ffn"],
               "hidden": magnitude_scores(model)["hidden"]}
     return scores, {"budget_bytes": budget_bytes, "expected_bytes_before": before,
-                    "expected_bytes_after": float(expected(final)), "final_loss": float(loss),
+                    "expected_bytes_after": float(expected(final)), "final_loss": float(loss.detach()),
                     "steps": steps}
 
 
