@@ -55,6 +55,13 @@ def build(cls: type[T], data: Any, *, where: str, path: str, error: type[Excepti
         raise error(f"{where}: {label}: {e}") from e
 
 
+def build_file(cls: type[T], data: Any, *, name: str, where: str, error: type[Exception]) -> T:
+    """Build a whole file's config; its ``name`` defaults to the file's stem."""
+    if isinstance(data, Mapping) and not data.get("name"):
+        data = {**data, "name": name}
+    return build(cls, data, where=where, path="", error=error)
+
+
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 

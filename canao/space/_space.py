@@ -254,9 +254,7 @@ def parse_space(text: str, *, where: str = "<string>", name: str = "") -> Search
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(e, "problem", None) or str(e)
         raise SpaceError(f"{where}: not valid YAML{at}: {reason}") from e
-    if isinstance(data, dict) and not data.get("name"):
-        data = {**data, "name": name}
-    return _config.build(SearchSpace, data, where=where, path="", error=SpaceError)
+    return _config.build_file(SearchSpace, data, name=name, where=where, error=SpaceError)
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -146,9 +146,7 @@ def parse_profile(text: str, *, where: str = "<string>", name: str = "") -> Targ
     except json.JSONDecodeError as e:
         raise TargetError(f"{where}: not valid JSON at line {e.lineno}, column {e.colno}: "
                           f"{e.msg}") from e
-    if isinstance(data, dict) and not data.get("name"):
-        data = {**data, "name": name}
-    return _config.build(TargetProfile, data, where=where, path="", error=TargetError)
+    return _config.build_file(TargetProfile, data, name=name, where=where, error=TargetError)
 
 
 def load_profile(path: str | Path) -> TargetProfile:
