@@ -57,8 +57,11 @@ def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress
 
     done = run(cs, n_trials=trials, timeout=timeout, progress=progress)
     total = len(cs.study.trials)
+    from canao.compile import fidelity
+
     click.echo(f"study '{cs.name}': {done} trial(s) finished in this run, {total} stored; "
-               "latencies are untuned TVM builds")
+               f"latencies measured on {cs.profile.name} builds at rung "
+               f"'{fidelity(cs.profile)[0]}'")
     click.echo("Pareto front (accuracy on validation, median latency, parameters + workspace):")
     _print_front(pareto(cs))
 
