@@ -31,7 +31,7 @@ def test_aarch64_profile_builds_an_aarch64_library(tmp_path: Path) -> None:
         reason = f"{profile.build.cc} not installed (Debian: g++-aarch64-linux-gnu; `make` installs it)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(reason=f"cross compiler not available: {reason}")
     config = EncoderConfig(num_classes=10, hidden=16, heads=(1,), ffn=(16,), head_dim=16)
     torch.manual_seed(0)
     export_onnx(Encoder(config), tmp_path / "model.onnx")

@@ -26,7 +26,7 @@ def _postgres_reachable() -> str | None:
         engine.dispose()
         return None
     except Exception as e:  # any failure to connect means: not here
-        return f"PostgreSQL at CANAO_TEST_DATABASE_URL unreachable: {str(e).splitlines()[0]}"
+        return str(e).splitlines()[0]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,7 +38,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI requires PostgreSQL: {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason=f"PostgreSQL CANAO_TEST_DATABASE_URL unreachable: {reason}")
     yield PG_URL
 
 
