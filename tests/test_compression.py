@@ -42,6 +42,9 @@ def test_deploy_linear_storage_and_error_bounds() -> None:
     exact = lin(x)
     fp = DeployLinear(lin)
     torch.testing.assert_close(fp(x), exact, rtol=0, atol=1e-5)
+    half = DeployLinear(lin, "fp16")
+    assert half.h.dtype == torch.float16 and half.stored_bytes() == 2 * 64 * 32
+    torch.testing.assert_close(half(x), exact, rtol=0, atol=1e-2)
     q = DeployLinear(lin, "int8")
     assert q.q.dtype == torch.int8 and q.scale.shape == (32,)
     # Symmetric rounding: every weight within half a step of its channel's scale.
@@ -75,9 +78,11 @@ def _compiled(model: torch.nn.Module, folder: Path, task) -> tuple[dict, float]:
     return result, accuracy(CompiledModel(folder).predict(test.x), test.y)
 
 
-@pytest.mark.parametrize(("weights", "clusters", "max_loss"), [("int8", 0, 0.01), ("fp32", 64, 0.005)])
+@pytest.mark.parametrize(("weights", "clusters", "max_loss", "min_ratio"),
+                         [("int8", 0, 0.01, 3.5), ("fp32", 64, 0.005, 3.5), ("fp16", 0, 0.0, 2.0)])
 def test_compiled_module_stores_the_small_form(digits_base: tuple, tmp_path: Path, weights: str,
-                                               clusters: int, max_loss: float) -> None:
+                                               clusters: int, max_loss: float,
+                                               min_ratio: float) -> None:
     model, task = digits_base
     ref, ref_acc = _compiled(deploy(model), tmp_path / "fp32", task)
     small = deploy(model, weights, clusters)
@@ -87,7 +92,7 @@ def test_compiled_module_stores_the_small_form(digits_base: tuple, tmp_path: Pat
     # module's parameter bytes is what the compressed tensors save.
     compiled_small = got["param_bytes"] - (ref["param_bytes"] - sizes["fp32"])
     assert compiled_small == sizes["stored"]
-    assert sizes["fp32"] / compiled_small >= 3.5
-    expected = {"int8": "int8", "fp32": "uint8"}[weights]
+    assert sizes["fp32"] / compiled_small >= min_ratio
+    expected = {"int8": "int8", "fp32": "uint8", "fp16": "float16"}[weights]
     assert expected in got["param_dtypes"]
     assert acc >= ref_acc - max_loss, (acc, ref_acc)

@@ -5,6 +5,8 @@ weight pre-transposed (``(in, out)``, so neither the exporter nor TVM transposes
 in one of three forms, and rebuilds the fp32 weight *inside the graph*:
 
 * ``fp32``: the weight itself;
+* ``fp16``: half-precision storage, widened to fp32 in the graph (TVM's CPU path computes
+  fp32; the win is memory, as for int8);
 * ``int8`` (weight-only): int8 values with one fp32 scale per output channel (symmetric,
   round to nearest), dequantised as ``q * scale``;
 * clustered (Tabani et al., 2021): each tensor's values replaced by the nearest of ``k``
@@ -70,17 +72,22 @@ class DeployLinear(nn.Module):
             scale = (w.abs().amax(dim=0) / 127.0).clamp(min=1e-12)  # (out,)
             self.register_buffer("q", torch.round(w / scale).clamp(-127, 127).to(torch.int8))
             self.register_buffer("scale", scale.float())
+        elif weights == "fp16":
+            self.kind = "fp16"
+            self.register_buffer("h", w.to(torch.float16))
         elif weights == "fp32":
             self.kind = "fp32"
             self.register_buffer("w", w.clone())
         else:
-            raise ValueError(f"unknown weight storage '{weights}' (fp32, int8)")
+            raise ValueError(f"unknown weight storage '{weights}' (fp32, fp16, int8)")
 
     def weight(self) -> torch.Tensor:
         if self.kind == "fp32":
             return self.w
         if self.kind == "int8":
             return self.q.to(torch.float32) * self.scale  # (in, out) * (out,)
+        if self.kind == "fp16":
+            return self.h.to(torch.float32)
         return self.codebook[self.idx.to(torch.int64)]  # (in, out) gathered from (k,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +95,8 @@ class DeployLinear(nn.Module):
 
     def stored_bytes(self) -> int:
         """Bytes of the weight's stored form (bias excluded)."""
-        names = {"fp32": ("w",), "int8": ("q", "scale")}.get(self.kind, ("idx", "codebook"))
+        names = {"fp32": ("w",), "fp16": ("h",), "int8": ("q", "scale")}.get(
+            self.kind, ("idx", "codebook"))
         return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in names)
 
 
