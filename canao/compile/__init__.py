@@ -62,6 +62,7 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
             profile's ``build.timeout_s``; the message carries the reason.
     """
     label, trials = fidelity(profile, final=final)
+    rpc = profile.to_dict()["rpc"]
     tuning = None
     if trials is not None:
         if db_dir is None:
@@ -71,11 +72,11 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
                   "trials_per_iter": t.trials_per_iter,
                   "runner": {"number": t.runner_number, "repeat": 1,
                              "min_repeat_ms": t.runner_min_repeat_ms},
-                  "rpc": profile.to_dict()["rpc"]}
+                  "rpc": rpc}
     request = {
         "onnx": str(onnx_path), "out_dir": str(out_dir), "target": profile.target,
         "fidelity": label, "tuning": tuning, "cc": profile.build.cc,
-        "rpc": profile.to_dict()["rpc"],
+        "rpc": rpc,
         "device": profile.device_type, "measure": profile.to_dict()["measure"],
         "input_shape": list(input_shape), "input_dtype": input_dtype, "input_name": input_name,
         "reference_x": str(reference_x), "reference_logits": str(reference_logits),

@@ -127,7 +127,7 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) ->
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         del model  # release the library before the folder moves
         write_checksums(tmp)
-        os.replace(tmp, out) if out.exists() else os.rename(tmp, out)
+        os.replace(tmp, out)  # atomic; replaces an empty --out folder too
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

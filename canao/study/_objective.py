@@ -194,7 +194,6 @@ def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
     from tqdm import tqdm
 
     objective = Objective(cs)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     cs.study.sampler = cs.sampler_for_run()
     before = _complete(cs)
     bar = tqdm(total=n_trials, desc=f"study {cs.name}", unit="trial", disable=not progress)
