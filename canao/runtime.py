@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes  # a dependency of TVM itself
 import numpy as np
 
 from canao.errors import ExportError
@@ -21,13 +22,23 @@ from canao.errors import ExportError
 LIB_FILE, PARAMS_FILE, META_FILE = "model.so", "params.npz", "compiled.json"
 
 
+_BF16_SUFFIX = "_bfloat16"  # npz has no bfloat16: such arrays are stored as their uint16 bits
+
+
 def save_params(path: Path, arrays: list[np.ndarray]) -> None:
-    np.savez(path, **{f"p{i:04d}": a for i, a in enumerate(arrays)})
+    named = {}
+    for i, a in enumerate(arrays):
+        if a.dtype == ml_dtypes.bfloat16:
+            named[f"p{i:04d}{_BF16_SUFFIX}"] = a.view(np.uint16)
+        else:
+            named[f"p{i:04d}"] = a
+    np.savez(path, **named)
 
 
 def load_params(path: Path) -> list[np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
-        return [z[k] for k in sorted(z.files)]
+        return [z[k].view(ml_dtypes.bfloat16) if k.endswith(_BF16_SUFFIX) else z[k]
+                for k in sorted(z.files)]
 
 
 class CompiledModel:

@@ -1,4 +1,5 @@
-"""Weight-only int8 and k-means clustering: numbers checked in the compiled module."""
+"""Weight storage (fp16, bf16, int8 weight-only and dynamic, clustering), checked in the
+compiled module."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import pytest
 import torch
 
 from canao.compile import compile_and_measure
-from canao.compress.deploy import DeployLinear, compressed_bytes, deploy, kmeans_1d
+from canao.compress.deploy import (
+    DeployLinear,
+    compressed_bytes,
+    deploy,
+    kmeans_1d,
+    parity_tolerance,
+)
 from canao.models import load_or_train_base, predict_logits
 from canao.models.onnx_export import INPUT_NAME, export_onnx
 from canao.runtime import CompiledModel
@@ -53,6 +60,34 @@ def test_deploy_linear_storage_and_error_bounds() -> None:
     c = DeployLinear(lin, clusters=16)
     assert c.idx.dtype == torch.uint8 and len(torch.unique(c.weight())) <= 16
     assert c.stored_bytes() == 64 * 32 + 4 * len(c.codebook)
+    b = DeployLinear(lin, "bf16")
+    assert b.h.dtype == torch.bfloat16 and b.stored_bytes() == 2 * 64 * 32
+    torch.testing.assert_close(b(x), exact, rtol=0, atol=5e-2)
+    d = DeployLinear(lin, "int8-dynamic")
+    assert d.q.dtype == torch.int8 and d.stored_bytes() == q.stored_bytes()
+    # Activations quantised to 8 bits on top of the weights: error within a few steps.
+    step = float((x.max() - x.min()) / 255)
+    assert float((d(x) - q(x)).abs().max()) < 64 * step * float(q.scale.max()) * 127
+
+
+def test_dynamic_int8_exports_integer_ops_that_onnx_runtime_agrees_with(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    torch.manual_seed(1)
+    d = DeployLinear(torch.nn.Linear(48, 24), "int8-dynamic").eval()
+    x = torch.randn(3, 10, 48)
+    path = tmp_path / "lin.onnx"
+    torch.onnx.export(d, (x[:1],), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], do_constant_folding=False)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops and "MatMul" not in ops
+    session = ort.InferenceSession(str(path))
+    with torch.no_grad():
+        batch = d(x).numpy()
+    for i in range(3):  # the range is per sample: a batch computes what batch-1 modules do
+        got = session.run(None, {"x": x[i:i + 1].numpy()})[0]
+        np.testing.assert_allclose(got, batch[i:i + 1], rtol=0, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +98,7 @@ def digits_base() -> tuple:
     return model, task
 
 
-def _compiled(model: torch.nn.Module, folder: Path, task) -> tuple[dict, float]:
+def _compiled(model: torch.nn.Module, folder: Path, task, weights: str = "fp32") -> tuple[dict, float]:
     folder.mkdir()
     export_onnx(model, folder / "model.onnx")
     val = task.split("validation")
@@ -73,26 +108,29 @@ def _compiled(model: torch.nn.Module, folder: Path, task) -> tuple[dict, float]:
                                  input_shape=(1, 1, 8, 8), input_dtype="float32",
                                  input_name=INPUT_NAME, reference_x=folder / "x.npy",
                                  reference_logits=folder / "y.npy")
-    assert result["max_abs_error"] < 1e-4
+    # Float storage agrees to rounding; dynamic int8 to a quantisation step (parity_tolerance).
+    assert result["max_abs_error"] < (parity_tolerance(weights) if weights == "int8-dynamic" else 1e-4)
     test = task.split("test")
     return result, accuracy(CompiledModel(folder).predict(test.x), test.y)
 
 
 @pytest.mark.parametrize(("weights", "clusters", "max_loss", "min_ratio"),
-                         [("int8", 0, 0.01, 3.5), ("fp32", 64, 0.005, 3.5), ("fp16", 0, 0.0, 2.0)])
+                         [("int8", 0, 0.01, 3.5), ("fp32", 64, 0.005, 3.5), ("fp16", 0, 0.0, 2.0),
+                          ("bf16", 0, 0.005, 2.0), ("int8-dynamic", 0, 0.01, 3.5)])
 def test_compiled_module_stores_the_small_form(digits_base: tuple, tmp_path: Path, weights: str,
                                                clusters: int, max_loss: float,
                                                min_ratio: float) -> None:
     model, task = digits_base
     ref, ref_acc = _compiled(deploy(model), tmp_path / "fp32", task)
     small = deploy(model, weights, clusters)
-    got, acc = _compiled(small, tmp_path / "small", task)
+    got, acc = _compiled(small, tmp_path / "small", task, weights)
     sizes = compressed_bytes(small)
     # Everything but the block weights is identical, so the difference in the compiled
     # module's parameter bytes is what the compressed tensors save.
     compiled_small = got["param_bytes"] - (ref["param_bytes"] - sizes["fp32"])
     assert compiled_small == sizes["stored"]
     assert sizes["fp32"] / compiled_small >= min_ratio
-    expected = {"int8": "int8", "fp32": "uint8", "fp16": "float16"}[weights]
+    expected = {"int8": "int8", "fp32": "uint8", "fp16": "float16", "bf16": "bfloat16",
+                "int8-dynamic": "int8"}[weights]
     assert expected in got["param_dtypes"]
     assert acc >= ref_acc - max_loss, (acc, ref_acc)

@@ -1,6 +1,7 @@
 """Search spaces: parse and validate YAML; sample an :class:`ArchConfig` from a trial."""
 
 from canao.space._space import (
+    WEIGHT_KINDS,
     ArchConfig,
     BaseSpec,
     CandidateSpec,
@@ -26,6 +27,7 @@ __all__ = [
     "SearchSpace",
     "SlimmingSpec",
     "TrainSpec",
+    "WEIGHT_KINDS",
     "load_space",
     "parse_space",
     "resolve_shipped",

@@ -13,7 +13,9 @@ import yaml
 from canao import _config
 from canao.errors import SpaceError
 
-WEIGHT_KINDS = ("fp32", "fp16", "int8")
+# Block weight storage (see canao.compress.deploy): float widths, weight-only int8, and int8
+# weights with dynamically quantised activations (integer matmuls).
+WEIGHT_KINDS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
 SPACE_VERSION = 1
 ARCH_VERSION = 1
 MAX_SPACE_BYTES = 256 * 1024  # a space file is a few hundred bytes; refuse anything absurd
@@ -74,7 +76,7 @@ class SearchDims:
     heads: tuple[int, ...]
     ffn: tuple[int, ...]
     hidden: tuple[int, ...]
-    weights: tuple[str, ...] = ("fp32",)  # block weight storage: fp32, fp16, int8 (weight-only)
+    weights: tuple[str, ...] = ("fp32",)  # block weight storage, one of WEIGHT_KINDS
     clusters: tuple[int, ...] = (0,)  # k-means shared values per tensor; 0 = not clustered
 
     def __post_init__(self) -> None:
@@ -205,7 +207,7 @@ class ArchConfig:
     hidden: int
     heads: tuple[int, ...]
     ffn: tuple[int, ...]
-    weights: str = "fp32"  # block weight storage: fp32, fp16 or int8 (weight-only)
+    weights: str = "fp32"  # block weight storage, one of WEIGHT_KINDS
     clusters: int = 0  # k-means shared values per block weight tensor (0: none); implies fp32
 
     def __post_init__(self) -> None:

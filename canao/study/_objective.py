@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 CANDIDATE_FILE = "candidate.pt"
 MEASUREMENT_FILE = "measurement.json"  # written last: its presence marks a complete artifact
 REFERENCE_SAMPLES = 16  # validation images whose compiled outputs are checked against torch
-PARITY_TOLERANCE = 1e-3  # compiled vs PyTorch logits; a larger gap means a broken build
 
 
 class Objective:
@@ -132,7 +131,7 @@ class Objective:
 
         from canao.compile import compile_and_measure
         from canao.compress import slice_encoder, train
-        from canao.compress.deploy import compressed_bytes, deploy
+        from canao.compress.deploy import compressed_bytes, deploy, parity_tolerance
         from canao.models import predict_logits
         from canao.models.onnx_export import INPUT_NAME, export_onnx
         from canao.tasks import accuracy
@@ -164,9 +163,10 @@ class Objective:
             input_dtype=model.config.input_dtype, input_name=INPUT_NAME,
             reference_x=out / "reference_x.npy", reference_logits=out / "reference_logits.npy",
             db_dir=tuning_dir(self.cs))
-        if result["max_abs_error"] > PARITY_TOLERANCE:
+        tolerance = parity_tolerance(arch.weights)
+        if result["max_abs_error"] > tolerance:
             raise CandidateError(f"compiled outputs differ from PyTorch by "
-                                 f"{result['max_abs_error']:.3g} (> {PARITY_TOLERANCE})")
+                                 f"{result['max_abs_error']:.3g} (> {tolerance})")
         return {"accuracy": acc, "kept": kept.to_dict(), "parameters": model.num_parameters(),
                 "arch": arch.to_dict(), "timings_s": {"candidate": candidate_s},
                 "compression": {"weights": arch.weights, "clusters": arch.clusters,
