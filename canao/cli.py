@@ -40,6 +40,17 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     ctx.obj = {"progress": not quiet}
 
 
+def _budget_options(what: str) -> Any:
+    """``--max-latency-ms``, ``--max-memory-mb`` and ``--max-accuracy-drop``."""
+    def wrap(f: Any) -> Any:
+        for name, unit in (("max-accuracy-drop", "accuracy units below the base, 0.01 = 1 point"),
+                           ("max-memory-mb", "MB"), ("max-latency-ms", "ms")):
+            f = click.option(f"--{name}", type=click.FloatRange(min=0),
+                             help=f"{what} ({unit}).")(f)
+        return f
+    return wrap
+
+
 def _print_front(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("(no finished trials)")
@@ -53,7 +64,7 @@ def _print_front(rows: list[dict[str, Any]]) -> None:
 
 
 def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress: bool) -> None:
-    from canao.study import pareto, run
+    from canao.study import front, run
 
     done = run(cs, n_trials=trials, timeout=timeout, progress=progress)
     total = len(cs.study.trials)
@@ -63,7 +74,7 @@ def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress
                f"latencies measured on {cs.profile.name} builds at rung "
                f"'{fidelity(cs.profile)[0]}'")
     click.echo("Pareto front (accuracy on validation, median latency, parameters + workspace):")
-    _print_front(pareto(cs))
+    _print_report(front(cs))
 
 
 @cli.command()
@@ -76,10 +87,11 @@ def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed.")
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for compiled artifacts [default: $CANAO_ARTIFACTS or ./canao_artifacts].")
+@_budget_options("Budget overriding the space file's 'study.budgets' (stored with the study).")
 @click.pass_obj
 def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: str | None,
            storage: str | None, trials: int, timeout: float | None, seed: int,
-           artifacts: Path | None) -> None:
+           artifacts: Path | None, **budgets: float | None) -> None:
     """Start a new search on a device target."""
     from canao import study as st
     from canao.compile import check_target
@@ -97,7 +109,8 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
     _check_name(name)
     folder = artifacts or Path(os.environ.get("CANAO_ARTIFACTS", "canao_artifacts"))
     cs = st.create(name, _storage(storage), space_text=space_text, space=space, profile=profile,
-                   artifacts=folder, seed=seed)
+                   artifacts=folder, seed=seed,
+                   budgets=st.with_overrides(space.study.budgets, **budgets))
     log.info("study '%s' on %s: space %s, target %s", name, st.redact(_storage(storage)),
              space.name, profile.name)
     _run_and_report(cs, trials, timeout, obj["progress"])
@@ -186,15 +199,31 @@ def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
 @click.option("--study", "study_name", required=True)
 @click.option("--storage", help=STORAGE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def pareto(study_name: str, storage: str | None, as_json: bool) -> None:
-    """The Pareto front of accuracy, latency and memory."""
+@_budget_options("Read the front under this budget instead of the study's.")
+def pareto(study_name: str, storage: str | None, as_json: bool, **budgets: float | None) -> None:
+    """The feasible Pareto front of accuracy, latency and memory."""
     from canao import study as st
 
-    rows = st.pareto(st.load(study_name, _storage(storage)))
+    cs = st.load(study_name, _storage(storage))
+    report = st.front(cs, st.with_overrides(cs.budgets, **budgets))
     if as_json:
-        click.echo(st.as_json(rows))
-    else:
-        _print_front(rows)
+        click.echo(st.as_json(report["front"]))
+        return
+    _print_report(report)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    """A front from :func:`canao.study.front`, with its budgets and what broke them."""
+    limits = {k: v for k, v in report["budgets"].items() if v is not None}
+    if limits:
+        click.echo("budgets: " + ", ".join(f"{k} {v:g}" for k, v in limits.items())
+                   + f"; {report['infeasible']} of {report['finished']} finished trial(s) "
+                   "break one")
+    if report["finished"] and not report["front"]:
+        click.echo("no finished trial meets the budgets; the nearest ones:")
+        _print_front(report["nearest"])
+        return
+    _print_front(report["front"])
 
 
 @cli.command()

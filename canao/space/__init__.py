@@ -4,6 +4,7 @@ from canao.space._space import (
     WEIGHT_KINDS,
     ArchConfig,
     BaseSpec,
+    Budgets,
     CandidateSpec,
     ModelSpec,
     RecoverySpec,
@@ -20,6 +21,7 @@ from canao.space._space import (
 __all__ = [
     "ArchConfig",
     "BaseSpec",
+    "Budgets",
     "CandidateSpec",
     "ModelSpec",
     "RecoverySpec",

@@ -138,8 +138,37 @@ class CandidateSpec:
 
 
 @dataclass(frozen=True)
+class Budgets:
+    """Deployment budgets: a trial over any of them is infeasible (Optuna constraints).
+
+    ``max_accuracy_drop`` is in accuracy units (0.01 = one point) below the base's
+    validation accuracy. ``None``: no budget on that objective.
+    """
+
+    max_latency_ms: float | None = None
+    max_memory_mb: float | None = None
+    max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in _config.to_dict(self).items():
+            if value is not None and value < 0:
+                raise ValueError(f"'study.budgets.{name}' must be >= 0, got {value}")
+
+    def active(self) -> bool:
+        return any(v is not None for v in _config.to_dict(self).values())
+
+    def violations(self, accuracy: float, latency_ms: float, memory_mb: float,
+                   base_accuracy: float) -> list[float]:
+        """Optuna's constraint values: one per budget, <= 0 where it is met."""
+        limits = ((self.max_latency_ms, latency_ms), (self.max_memory_mb, memory_mb),
+                  (self.max_accuracy_drop, base_accuracy - accuracy))
+        return [got - limit for limit, got in limits if limit is not None]
+
+
+@dataclass(frozen=True)
 class StudySpec:
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 @dataclass(frozen=True)

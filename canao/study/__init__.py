@@ -8,10 +8,12 @@ from canao.study._study import (
     CanaoStudy,
     as_json,
     create,
+    front,
     load,
     pareto,
     summaries,
     trial_row,
+    with_overrides,
 )
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "artifact_dir",
     "as_json",
     "create",
+    "front",
     "load",
     "open_storage",
     "pareto",
@@ -33,4 +36,5 @@ __all__ = [
     "summaries",
     "trial_row",
     "tuning_dir",
+    "with_overrides",
 ]

@@ -45,6 +45,7 @@ class Objective:
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_key", arch.key())
         trial.set_user_attr("base", self.base_info["key"])
+        trial.set_user_attr("base_accuracy", self.base_info["validation_accuracy"])
         trial.set_user_attr("importance", self.cs.space.candidate.importance)
         try:
             return self._evaluate(trial, arch)
@@ -114,6 +115,9 @@ class Objective:
         }.items():
             trial.set_user_attr(k, value)
         values = (record["accuracy"], latency["median_ms"], memory_bytes / 1e6)
+        if self.cs.budgets.active():
+            trial.set_user_attr("violations", self.cs.budgets.violations(
+                *values, self.base_info["validation_accuracy"]))
         tuned = result.get("tuning", {})
         if hit:
             log.info("trial %d %s: cache hit (%s), %.3f s", trial.number, arch.describe(), key,

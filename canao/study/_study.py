@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 
-from canao import __version__
+from canao import __version__, _config
 from canao.errors import StorageError
-from canao.space import SearchSpace, parse_space
+from canao.space import Budgets, SearchSpace, parse_space
 from canao.study._storage import open_storage, redact
 from canao.targets import TargetProfile, parse_profile
 
@@ -35,10 +35,20 @@ class CanaoStudy:
     profile: TargetProfile
     artifacts: Path
     seed: int
+    budgets: Budgets = Budgets()  # the space's, with the overrides given when it was created
 
     @property
     def name(self) -> str:
         return self.study.study_name
+
+    def constraints(self, trial: optuna.trial.FrozenTrial) -> list[float]:
+        """Optuna's ``constraints_func``: budget violations of a finished trial (<= 0: met).
+
+        The objective stores them with the trial (Optuna calls this before the trial's
+        values are stored, and the random sampler takes no constraints at all).
+        """
+        zeros = [0.0] * len(self.budgets.violations(0.0, 0.0, 0.0, 0.0))
+        return list(trial.user_attrs.get("violations", zeros))
 
     def sampler_for_run(self) -> optuna.samplers.BaseSampler:
         """A sampler seeded from the study seed and how far the study has come.
@@ -49,23 +59,36 @@ class CanaoStudy:
         """
         seed = self.seed + len(self.study.get_trials(deepcopy=False))
         kind = self.space.study.sampler
-        if kind == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+        constraints = self.constraints if self.budgets.active() else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if kind == "nsga2":
+                return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8,
+                                              constraints_func=constraints)
 
 
 def _record(space_text: str, space: SearchSpace, profile: TargetProfile,
-            artifacts: Path, seed: int) -> dict[str, Any]:
+            artifacts: Path, seed: int, budgets: Budgets) -> dict[str, Any]:
     return {"version": 1, "canao": __version__, "space_name": space.name,
             "space_yaml": space_text, "profile_name": profile.name,
             "profile_json": profile.to_json(), "artifacts": str(artifacts.resolve()),
-            "seed": seed, "objectives": list(OBJECTIVES), "created": time.time()}
+            "seed": seed, "objectives": list(OBJECTIVES), "created": time.time(),
+            "budgets": _config.to_dict(budgets)}
+
+
+def with_overrides(budgets: Budgets, **overrides: float | None) -> Budgets:
+    """``budgets`` with the given (non-``None``) values replaced, validated."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return _config.build(Budgets, {**_config.to_dict(budgets), **given}, where="budgets",
+                         path="", error=StorageError)
 
 
 def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
-           profile: TargetProfile, artifacts: Path, seed: int) -> CanaoStudy:
+           profile: TargetProfile, artifacts: Path, seed: int,
+           budgets: Budgets | None = None) -> CanaoStudy:
     """Create a new study; refuses a name that already exists in the database."""
     storage = open_storage(storage_url, must_exist=False)
     if name in _names(storage):
@@ -75,9 +98,10 @@ def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVES))  # so optuna-dashboard labels the axes
-    record = _record(space_text, space, profile, artifacts, seed)
+    budgets = space.study.budgets if budgets is None else budgets
+    record = _record(space_text, space, profile, artifacts, seed, budgets)
     study.set_user_attr(_ATTR, record)
-    return CanaoStudy(study, space, profile, artifacts.resolve(), seed)
+    return CanaoStudy(study, space, profile, artifacts.resolve(), seed, budgets)
 
 
 def load(name: str, storage_url: str) -> CanaoStudy:
@@ -95,7 +119,10 @@ def load(name: str, storage_url: str) -> CanaoStudy:
                         name=record["space_name"])
     profile = parse_profile(record["profile_json"], where=f"study '{name}' target",
                             name=record["profile_name"])
-    return CanaoStudy(study, space, profile, Path(record["artifacts"]), int(record["seed"]))
+    budgets = (_config.build(Budgets, record["budgets"], where=f"study '{name}' budgets", path="",
+                             error=StorageError) if "budgets" in record else space.study.budgets)
+    return CanaoStudy(study, space, profile, Path(record["artifacts"]), int(record["seed"]),
+                      budgets)
 
 
 def _names(storage: Any) -> list[str]:
@@ -124,10 +151,52 @@ def summaries(storage_url: str, name: str | None = None) -> list[dict[str, Any]]
     return out
 
 
-def pareto(cs: CanaoStudy) -> list[dict[str, Any]]:
-    """The Pareto front of finished trials, most accurate first."""
-    rows = [trial_row(t) for t in cs.study.best_trials]
-    return sorted(rows, key=lambda r: (-r["accuracy"], r["latency_ms"], r["memory_mb"]))
+def pareto(cs: CanaoStudy, budgets: Budgets | None = None) -> list[dict[str, Any]]:
+    """The Pareto front of the finished trials that meet the budgets, most accurate first."""
+    return front(cs, budgets)["front"]
+
+
+def front(cs: CanaoStudy, budgets: Budgets | None = None, nearest: int = 3) -> dict[str, Any]:
+    """The feasible front, how many finished trials break a budget, and (when none meets
+    them all) the ``nearest`` trials by total relative violation.
+
+    Feasibility is computed here from the stored values and ``budgets`` (the study's own
+    when ``None``), so a front can be read under budgets other than the search's.
+    """
+    budgets = cs.budgets if budgets is None else budgets
+    done = cs.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+    def violation(t: optuna.trial.FrozenTrial) -> list[float]:
+        return budgets.violations(*t.values, t.user_attrs.get("base_accuracy", t.values[0]))
+
+    feasible = [t for t in done if all(v <= 0 for v in violation(t))]
+    rows = [trial_row(t) for t in _non_dominated(feasible)]
+    out: dict[str, Any] = {
+        "budgets": _config.to_dict(budgets), "finished": len(done),
+        "infeasible": len(done) - len(feasible),
+        "front": sorted(rows, key=lambda r: (-r["accuracy"], r["latency_ms"], r["memory_mb"])),
+        "nearest": []}
+    if not feasible and done:
+        limits = [v for v in _config.to_dict(budgets).values() if v is not None]
+
+        def excess(t: optuna.trial.FrozenTrial) -> float:
+            return sum(max(v, 0.0) / max(limit, 1e-9) for v, limit in zip(violation(t), limits))
+
+        out["nearest"] = [{**trial_row(t), "violations": violation(t)}
+                          for t in sorted(done, key=excess)[:nearest]]
+    return out
+
+
+def _non_dominated(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Trials no other trial dominates (accuracy up, latency and memory down)."""
+    def key(t: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+        return (-t.values[0], t.values[1], t.values[2])
+
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x <= y for x, y in zip(a, b)) and a != b
+
+    keys = [key(t) for t in trials]
+    return [t for t, k in zip(trials, keys) if not any(dominates(o, k) for o in keys)]
 
 
 def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""Budgets: Optuna constraints during the search, and a feasible front when reading it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from canao.space import Budgets
+from canao.study import front, load
+
+from .conftest import FAST_TARGET, TINY_SPACE, db_fingerprint, run_cli
+
+
+def test_violations_are_signed_per_budget() -> None:
+    b = Budgets(max_latency_ms=1.0, max_accuracy_drop=0.02)
+    assert not Budgets().active() and b.active()
+    # accuracy 0.90 against a base of 0.95: a drop of 0.05, over the 0.02 budget by 0.03.
+    got = b.violations(accuracy=0.90, latency_ms=0.5, memory_mb=9.0, base_accuracy=0.95)
+    assert got == pytest.approx([-0.5, 0.03])
+    with pytest.raises(ValueError, match="max_memory_mb"):
+        Budgets(max_memory_mb=-1)
+
+
+def test_front_under_a_latency_budget_holds_no_violating_trial(finished_study: dict) -> None:
+    cs = load("tiny", finished_study["url"])
+    done = [t for t in cs.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    lat = sorted(t.values[1] for t in done)
+    budget = (lat[0] + lat[-1]) / 2
+    report = front(cs, Budgets(max_latency_ms=budget))
+    assert report["front"] and all(r["latency_ms"] <= budget for r in report["front"])
+    assert report["infeasible"] == sum(v > budget for v in lat)
+    code, text = run_cli("pareto", "--study", "tiny", "--storage", finished_study["url"],
+                         "--max-latency-ms", str(budget), "--json")
+    assert code == 0
+    assert [r["trial"] for r in json.loads(text)] == [r["trial"] for r in report["front"]]
+
+
+def test_all_infeasible_says_so_and_shows_the_nearest(finished_study: dict) -> None:
+    before = db_fingerprint(finished_study["db"])
+    code, text = run_cli("pareto", "--study", "tiny", "--storage", finished_study["url"],
+                         "--max-latency-ms", "0", "--max-memory-mb", "0.001")
+    assert code == 0, text
+    assert "3 of 3 finished trial(s) break one" in text
+    assert "no finished trial meets the budgets; the nearest ones:" in text
+    assert db_fingerprint(finished_study["db"]) == before  # reading a front writes nothing
+
+
+def test_constrained_search_gives_optuna_the_budgets(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'canao.db'}"
+    code, text = run_cli("-q", "search", "--space", str(TINY_SPACE), "--target", str(FAST_TARGET),
+                         "--study", "budgeted", "--storage", url, "--trials", "2",
+                         "--artifacts", str(tmp_path / "artifacts"), "--max-memory-mb", "0.001")
+    assert code == 0, text
+    assert "no finished trial meets the budgets" in text
+    cs = load("budgeted", url)
+    assert cs.budgets == Budgets(max_memory_mb=0.001)  # stored with the study: resume keeps it
+    for t in cs.study.trials:
+        assert t.user_attrs["violations"] == pytest.approx([t.values[2] - 0.001])
+        assert cs.constraints(t) == t.user_attrs["violations"]
+        assert t.user_attrs["base_accuracy"] > 0.5
+    # A TPE or NSGA-II study hands the same function to Optuna, which stores its values.
+    tpe = dataclasses.replace(cs, space=dataclasses.replace(
+        cs.space, study=dataclasses.replace(cs.space.study, sampler="tpe")))
+    cs.study.sampler = tpe.sampler_for_run()
+    cs.study.optimize(lambda trial: (0.9, 1.0, 0.5), n_trials=1)  # values the sampler sees
+    assert list(cs.study.trials[-1].system_attrs["constraints"]) == [0.0]  # no "violations" attr
