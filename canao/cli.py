@@ -63,10 +63,11 @@ def _print_front(rows: list[dict[str, Any]]) -> None:
                    f"{r['memory_mb']:>9.4f}  {arch}")
 
 
-def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress: bool) -> None:
+def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress: bool,
+                    salt: int = 0) -> None:
     from canao.study import front, run
 
-    done = run(cs, n_trials=trials, timeout=timeout, progress=progress)
+    done = run(cs, n_trials=trials, timeout=timeout, progress=progress, salt=salt)
     total = len(cs.study.trials)
     from canao.compile import fidelity
 
@@ -108,12 +109,15 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
     name = study_name or f"{space.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _check_name(name)
     folder = artifacts or Path(os.environ.get("CANAO_ARTIFACTS", "canao_artifacts"))
-    cs = st.create(name, _storage(storage), space_text=space_text, space=space, profile=profile,
-                   artifacts=folder, seed=seed,
-                   budgets=st.with_overrides(space.study.budgets, **budgets))
-    log.info("study '%s' on %s: space %s, target %s", name, st.redact(_storage(storage)),
-             space.name, profile.name)
-    _run_and_report(cs, trials, timeout, obj["progress"])
+    url = _storage(storage)
+    with st.sole_sqlite_worker(url):
+        cs = st.create(name, url, space_text=space_text, space=space, profile=profile,
+                       artifacts=folder, seed=seed,
+                       budgets=st.with_overrides(space.study.budgets, **budgets),
+                       heartbeat=st.Heartbeat())
+        log.info("study '%s' on %s: space %s, target %s", name, st.redact(url), space.name,
+                 profile.name)
+        _run_and_report(cs, trials, timeout, obj["progress"])
 
 
 @cli.command()
@@ -156,19 +160,53 @@ def _check_name(name: str) -> None:
                          "(at most 128, not starting with a punctuation mark)")
 
 
-@cli.command()
-@click.option("--study", "study_name", required=True)
-@click.option("--storage", help=STORAGE_HELP)
-@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds.")
-@click.pass_obj
-def resume(obj: dict[str, Any], study_name: str, storage: str | None, trials: int,
-           timeout: float | None) -> None:
-    """Run more trials of an existing study (its space and target are stored with it)."""
+def _continue_options(f: Any) -> Any:
+    for option in reversed((
+        click.option("--study", "study_name", required=True),
+        click.option("--storage", help=STORAGE_HELP),
+        click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Trials this process runs."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     help="Stop after S seconds."),
+        click.option("--heartbeat-s", type=click.IntRange(min=1), default=30, show_default=True,
+                     help="Seconds between heartbeats of the running trial."),
+        click.option("--grace-s", type=click.IntRange(min=2), default=300, show_default=True,
+                     help="A RUNNING trial silent this long belongs to a dead worker: it is "
+                          "failed and its parameters retried once."),
+    )):
+        f = option(f)
+    return click.pass_obj(f)
+
+
+def _continue(obj: dict[str, Any], study_name: str, storage: str | None, trials: int,
+              timeout: float | None, heartbeat_s: int, grace_s: int, salt: int = 0) -> None:
     from canao import study as st
 
-    cs = st.load(study_name, _storage(storage))
-    _run_and_report(cs, trials, timeout, obj["progress"])
+    if grace_s <= heartbeat_s:
+        raise CanaoError(f"--grace-s ({grace_s}) must be longer than --heartbeat-s ({heartbeat_s})")
+    url = _storage(storage)
+    with st.sole_sqlite_worker(url):
+        cs = st.load(study_name, url, heartbeat=st.Heartbeat(heartbeat_s, grace_s))
+        _run_and_report(cs, trials, timeout, obj["progress"], salt)
+
+
+@cli.command()
+@_continue_options
+def resume(obj: dict[str, Any], **kwargs: Any) -> None:
+    """Run more trials of an existing study (its space and target are stored with it)."""
+    _continue(obj, **kwargs)
+
+
+@cli.command()
+@_continue_options
+def worker(obj: dict[str, Any], **kwargs: Any) -> None:
+    """Run trials of an existing study, alongside any number of other workers.
+
+    Workers on any machines share one study through its database (PostgreSQL; a SQLite
+    file takes one worker). A worker that dies leaves a trial that the next worker to
+    start fails and re-runs once with the same parameters (see --grace-s).
+    """
+    _continue(obj, **kwargs, salt=os.getpid())
 
 
 @cli.command()

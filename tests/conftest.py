@@ -63,3 +63,31 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
                          "--artifacts", str(root / "artifacts"))
     assert code == 0, text
     return {"url": url, "db": root / "canao.db", "study": "tiny", "root": root}
+
+
+PG_URL = os.environ.get("CANAO_TEST_DATABASE_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_reachable() -> str | None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as e:  # any failure to connect means: not here
+        return str(e).splitlines()[0]
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """``CANAO_TEST_DATABASE_URL``; skipped with the reason when unreachable, unless CI=true."""
+    reason = _postgres_reachable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI requires PostgreSQL: {reason}")
+        pytest.skip(reason=f"PostgreSQL CANAO_TEST_DATABASE_URL unreachable: {reason}")
+    return PG_URL

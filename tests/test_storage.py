@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,34 +11,13 @@ import pytest
 
 from .conftest import FAST_TARGET, TINY_SPACE, run_cli
 
-PG_URL = os.environ.get("CANAO_TEST_DATABASE_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_reachable() -> str | None:
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as con:
-            con.execute(sqlalchemy.text("select 1"))
-        engine.dispose()
-        return None
-    except Exception as e:  # any failure to connect means: not here
-        return str(e).splitlines()[0]
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'canao.db'}"
         return
-    reason = _postgres_reachable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI requires PostgreSQL: {reason}")
-        pytest.skip(reason=f"PostgreSQL CANAO_TEST_DATABASE_URL unreachable: {reason}")
-    yield PG_URL
+    yield request.getfixturevalue("postgres_url")
 
 
 def test_search_status_resume_on_each_database(storage: str, tmp_path: Path) -> None:

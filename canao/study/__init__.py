@@ -1,7 +1,14 @@
 """Optuna studies: storage, objectives, the Pareto front."""
 
 from canao.study._objective import CANDIDATE_FILE, Objective, artifact_dir, run, tuning_dir
-from canao.study._storage import DEFAULT_STORAGE, open_storage, redact, storage_url
+from canao.study._storage import (
+    DEFAULT_STORAGE,
+    Heartbeat,
+    open_storage,
+    redact,
+    sole_sqlite_worker,
+    storage_url,
+)
 from canao.study._study import (
     DIRECTIONS,
     OBJECTIVES,
@@ -20,6 +27,7 @@ __all__ = [
     "CANDIDATE_FILE",
     "DEFAULT_STORAGE",
     "DIRECTIONS",
+    "Heartbeat",
     "OBJECTIVES",
     "CanaoStudy",
     "Objective",
@@ -32,6 +40,7 @@ __all__ = [
     "pareto",
     "redact",
     "run",
+    "sole_sqlite_worker",
     "storage_url",
     "summaries",
     "trial_row",

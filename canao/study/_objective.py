@@ -193,12 +193,12 @@ def _installed(dist: str) -> str:
 
 
 def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
-        progress: bool = True) -> int:
+        progress: bool = True, salt: int = 0) -> int:
     """Run trials on ``cs``; returns how many finished. A failing candidate fails its trial."""
     from tqdm import tqdm
 
     objective = Objective(cs)
-    cs.study.sampler = cs.sampler_for_run()
+    cs.study.sampler = cs.sampler_for_run(salt)
     before = _complete(cs)
     bar = tqdm(total=n_trials, desc=f"study {cs.name}", unit="trial", disable=not progress)
 

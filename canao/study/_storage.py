@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from canao._locks import file_lock
 from canao.errors import StorageError
 
 DEFAULT_STORAGE = "sqlite:///canao.db"
@@ -34,13 +39,28 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def open_storage(url: str, *, must_exist: bool) -> Any:
+@dataclass(frozen=True)
+class Heartbeat:
+    """Liveness of running trials (Optuna's heartbeats).
+
+    A worker beats every ``interval_s`` from a thread, so a long compile does not stop
+    it; a RUNNING trial whose last beat is older than ``grace_s`` belongs to a dead
+    worker: the next worker to start marks it failed and re-enqueues its parameters once.
+    """
+
+    interval_s: int = 30
+    grace_s: int = 300
+
+
+def open_storage(url: str, *, must_exist: bool, heartbeat: Heartbeat | None = None) -> Any:
     """Optuna's RDB storage for ``url``.
 
     Args:
         url: A SQLAlchemy URL.
         must_exist: For commands that only read or continue a study: a SQLite file that
             does not exist is an error rather than silently created empty.
+        heartbeat: For processes that run trials: heartbeats, and a failed stale trial
+            retried once with the same parameters.
 
     Raises:
         StorageError: naming the (redacted) URL and the reason.
@@ -62,9 +82,38 @@ def open_storage(url: str, *, must_exist: bool) -> Any:
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
+    beat: dict[str, Any] = {"heartbeat_interval": None}
+    if heartbeat is not None:
+        beat = {"heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
+                "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                          heartbeat_interval=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
     except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(f"cannot open study database {shown}: {reason}") from e
+
+
+@contextlib.contextmanager
+def sole_sqlite_worker(url: str) -> Iterator[None]:
+    """For the block, be the only process running trials on a SQLite study file.
+
+    SQLite serialises writers on one file; several trial-running processes would end in
+    "database is locked" under load. A second one is refused at start instead (reading
+    commands such as ``status`` are not affected). Other databases need no guard.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    lock = path.with_name(path.name + ".canao-worker.lock")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(lock, wait=False))
+        except BlockingIOError:
+            raise StorageError(
+                f"study database {redact(url)} is a SQLite file and another canao process is "
+                "already running trials on it; SQLite is for one worker: run several workers "
+                "against PostgreSQL (--storage postgresql+psycopg://user@host/db)") from None
+        yield

@@ -16,7 +16,7 @@ import optuna
 from canao import __version__, _config
 from canao.errors import StorageError
 from canao.space import Budgets, SearchSpace, parse_space
-from canao.study._storage import open_storage, redact
+from canao.study._storage import Heartbeat, open_storage, redact
 from canao.targets import TargetProfile, parse_profile
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,15 @@ class CanaoStudy:
         zeros = [0.0] * len(self.budgets.violations(0.0, 0.0, 0.0, 0.0))
         return list(trial.user_attrs.get("violations", zeros))
 
-    def sampler_for_run(self) -> optuna.samplers.BaseSampler:
+    def sampler_for_run(self, salt: int = 0) -> optuna.samplers.BaseSampler:
         """A sampler seeded from the study seed and how far the study has come.
 
         A resumed run must not replay the first run's draws, so the seed moves on with
         the number of trials already stored; the same study resumed twice from the same
-        state draws the same candidates.
+        state draws the same candidates. Workers started together pass a ``salt`` (their
+        process id) so that they do not all draw the same first candidates.
         """
-        seed = self.seed + len(self.study.get_trials(deepcopy=False))
+        seed = self.seed + len(self.study.get_trials(deepcopy=False)) + salt
         kind = self.space.study.sampler
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed)
@@ -88,9 +89,9 @@ def with_overrides(budgets: Budgets, **overrides: float | None) -> Budgets:
 
 def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
            profile: TargetProfile, artifacts: Path, seed: int,
-           budgets: Budgets | None = None) -> CanaoStudy:
+           budgets: Budgets | None = None, heartbeat: Heartbeat | None = None) -> CanaoStudy:
     """Create a new study; refuses a name that already exists in the database."""
-    storage = open_storage(storage_url, must_exist=False)
+    storage = open_storage(storage_url, must_exist=False, heartbeat=heartbeat)
     if name in _names(storage):
         raise StorageError(f"study '{name}' already exists in {redact(storage_url)}; "
                            f"continue it with `canao resume --study {name}`")
@@ -104,9 +105,9 @@ def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
     return CanaoStudy(study, space, profile, artifacts.resolve(), seed, budgets)
 
 
-def load(name: str, storage_url: str) -> CanaoStudy:
-    """Open an existing canao study by name."""
-    storage = open_storage(storage_url, must_exist=True)
+def load(name: str, storage_url: str, heartbeat: Heartbeat | None = None) -> CanaoStudy:
+    """Open an existing canao study by name (``heartbeat``: to run trials on it)."""
+    storage = open_storage(storage_url, must_exist=True, heartbeat=heartbeat)
     names = _names(storage)
     if name not in names:
         known = ", ".join(names) if names else "none"
