@@ -119,3 +119,29 @@ def test_failing_candidates_fail_their_trials_not_the_search(tmp_path: Path) -> 
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
     assert all("ran past 0.2 s" in t.user_attrs["error"] for t in trials)
     assert all("arch" in t.user_attrs for t in trials)
+
+
+def test_optuna_dashboard_opens_a_canao_study(finished_study: dict) -> None:
+    """optuna-dashboard (the `dashboard` extra) serves canao's study as it is stored."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    app = wsgi(finished_study["url"])
+
+    def get(path: str) -> dict:
+        environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
+        assert status[0].startswith("200"), (path, status, body[:300])
+        return json.loads(body)
+
+    studies = get("/api/studies")["study_summaries"]
+    tiny = next(s for s in studies if s["study_name"] == "tiny")
+    assert [d.lower() for d in tiny["directions"]] == ["maximize", "minimize", "minimize"]
+    detail = get(f"/api/studies/{tiny['study_id']}")
+    assert len(detail["trials"]) == 3
+    assert detail["objective_names"] == ["accuracy", "latency_ms", "memory_mb"]
+    assert all(len(t["values"]) == 3 for t in detail["trials"])
