@@ -19,6 +19,7 @@ from .conftest import FAST_TARGET, TINY_SPACE, run_cli
 
 pytestmark = pytest.mark.slow
 Done = optuna.trial.TrialState.COMPLETE
+retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
 
 
 def _create(url: str, name: str, root: Path) -> None:
@@ -62,6 +63,11 @@ def test_three_postgres_workers_share_one_study(postgres_url: str, tmp_path: Pat
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) == 25  # the creating search's 1 + 3 x 8
     assert Counter(t.state for t in trials) == {Done: 25}
+    # Every trial's measurement is in canao's provenance tables, once.
+    from canao.study import _provenance
+
+    rows = _provenance.measurements(postgres_url, name)
+    assert sorted(r["trial_number"] for r in rows) == sorted(numbers)
 
 
 def test_sigkilled_worker_trial_is_retried_once(tmp_path: Path) -> None:
@@ -84,16 +90,16 @@ def test_sigkilled_worker_trial_is_retried_once(tmp_path: Path) -> None:
     dead = trials[killed[0].number]
     assert dead.state == optuna.trial.TrialState.FAIL
     retries = [t for t in trials
-               if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == dead.number]
+               if retried(t) == dead.number]
     assert len(retries) == 1 and retries[0].state == Done
     assert retries[0].params == dead.params
     # Every configuration the sampler drew has exactly one finished result.
     drawn = [t for t in trials
-             if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) is None]
+             if retried(t) is None]
     for t in drawn:
         results = [u for u in trials if u.state == Done and (
             u.number == t.number
-            or optuna.storages.RetryFailedTrialCallback.retried_trial_number(u) == t.number)]
+            or retried(u) == t.number)]
         assert len(results) == 1, (t.number, t.state)
 
 

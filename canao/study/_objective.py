@@ -16,6 +16,7 @@ import optuna
 from canao import __version__, _config
 from canao._locks import file_lock
 from canao.errors import CandidateError
+from canao.study import _provenance
 from canao.study._study import CanaoStudy
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,13 @@ class Objective:
                           "compile": result["compile_s"], "measure": result["measure_s"]},
         }.items():
             trial.set_user_attr(k, value)
+        if self.cs.storage_url:
+            p = self.cs.profile
+            _provenance.record(
+                self.cs.storage_url, study_name=self.cs.name,
+                trial_id=trial._trial_id, trial_number=trial.number, key=key, folder=folder,
+                profile_name=p.name, device=p.rpc.key if p.rpc else "local", measured=record,
+                cache_hit=hit)
         values = (record["accuracy"], latency["median_ms"], memory_bytes / 1e6)
         if self.cs.budgets.active():
             trial.set_user_attr("violations", self.cs.budgets.violations(
@@ -197,6 +205,8 @@ def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
     """Run trials on ``cs``; returns how many finished. A failing candidate fails its trial."""
     from tqdm import tqdm
 
+    if cs.storage_url:
+        _provenance.engine_for(cs.storage_url)  # schema current before the first trial
     objective = Objective(cs)
     cs.study.sampler = cs.sampler_for_run(salt)
     before = _complete(cs)

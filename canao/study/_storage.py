@@ -85,7 +85,8 @@ def open_storage(url: str, *, must_exist: bool, heartbeat: Heartbeat | None = No
     beat: dict[str, Any] = {"heartbeat_interval": None}
     if heartbeat is not None:
         beat = {"heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
-                "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+                "heartbeat_stale_trial_callback":
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

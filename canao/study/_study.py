@@ -36,6 +36,7 @@ class CanaoStudy:
     artifacts: Path
     seed: int
     budgets: Budgets = Budgets()  # the space's, with the overrides given when it was created
+    storage_url: str = ""  # where the study lives (canao's provenance tables live there too)
 
     @property
     def name(self) -> str:
@@ -102,7 +103,7 @@ def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
     budgets = space.study.budgets if budgets is None else budgets
     record = _record(space_text, space, profile, artifacts, seed, budgets)
     study.set_user_attr(_ATTR, record)
-    return CanaoStudy(study, space, profile, artifacts.resolve(), seed, budgets)
+    return CanaoStudy(study, space, profile, artifacts.resolve(), seed, budgets, storage_url)
 
 
 def load(name: str, storage_url: str, heartbeat: Heartbeat | None = None) -> CanaoStudy:
@@ -123,7 +124,7 @@ def load(name: str, storage_url: str, heartbeat: Heartbeat | None = None) -> Can
     budgets = (_config.build(Budgets, record["budgets"], where=f"study '{name}' budgets", path="",
                              error=StorageError) if "budgets" in record else space.study.budgets)
     return CanaoStudy(study, space, profile, Path(record["artifacts"]), int(record["seed"]),
-                      budgets)
+                      budgets, storage_url)
 
 
 def _names(storage: Any) -> list[str]:

@@ -1,0 +1,166 @@
+"""canao's own tables in the study database: what was built and measured, and how.
+
+Optuna's tables hold the trials; these (prefix ``canao_``) hold each compiled artifact and
+each measurement with its raw samples, fidelity, target profile, TVM version, tuning
+database digest and machine, linked to the Optuna trial by its ``trial_id``. The schema is
+managed by Alembic migrations shipped in :mod:`canao.study.migrations`, with a version
+table of its own (Optuna keeps ``alembic_version`` for its schema), so a database made by
+an older canao is upgraded in place when a newer one opens it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+VERSION_TABLE = "canao_alembic_version"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData()  # canao's tables only; Optuna's live in its own metadata
+
+
+class Artifact(Base):
+    """One compiled candidate (content-keyed: trials drawing the same candidate share it)."""
+
+    __tablename__ = "canao_artifacts"
+    __table_args__ = (sa.Index("ix_canao_artifacts_key_path", "key", "path", unique=True),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(64))
+    path: Mapped[str] = mapped_column(sa.Text)
+    arch: Mapped[str] = mapped_column(sa.Text)  # JSON
+    compression: Mapped[str] = mapped_column(sa.Text)  # JSON
+    target_profile: Mapped[str] = mapped_column(sa.String(256))
+    target: Mapped[str] = mapped_column(sa.Text)
+    tvm_version: Mapped[str] = mapped_column(sa.String(64))
+    tuning_digest: Mapped[str | None] = mapped_column(sa.String(64))
+    param_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    workspace_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    library_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    created: Mapped[float] = mapped_column(sa.Float)
+
+
+class Measurement(Base):
+    """A trial's measurement of an artifact: every raw sample and where it was taken."""
+
+    __tablename__ = "canao_measurements"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(sa.Integer, index=True)  # Optuna's trials.trial_id
+    study_name: Mapped[str] = mapped_column(sa.String(512), index=True)
+    trial_number: Mapped[int] = mapped_column(sa.Integer)
+    artifact_id: Mapped[int] = mapped_column(sa.ForeignKey("canao_artifacts.id"))
+    fidelity: Mapped[str] = mapped_column(sa.String(64))
+    device: Mapped[str] = mapped_column(sa.String(256))  # "local", or the RPC device key
+    median_ms: Mapped[float] = mapped_column(sa.Float)
+    p95_ms: Mapped[float] = mapped_column(sa.Float)
+    samples_ms: Mapped[str] = mapped_column(sa.Text)  # JSON list
+    rejected_samples_ms: Mapped[str] = mapped_column(sa.Text)  # JSON list of lists
+    noisy: Mapped[bool] = mapped_column(sa.Boolean)
+    machine: Mapped[str] = mapped_column(sa.Text)  # JSON
+    cache_hit: Mapped[bool] = mapped_column(sa.Boolean)
+    accuracy: Mapped[float] = mapped_column(sa.Float)
+    created: Mapped[float] = mapped_column(sa.Float)
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("version_table", VERSION_TABLE)
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring canao's tables in ``url`` to ``revision`` (creating them the first time)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+_ready: dict[str, sa.Engine] = {}
+_lock = threading.Lock()
+
+
+def engine_for(url: str) -> sa.Engine:
+    """An engine on ``url`` whose canao tables are at the current schema (once per process)."""
+    with _lock:
+        if url not in _ready:
+            upgrade(url)
+            kwargs: dict[str, Any] = ({"connect_args": {"timeout": 60}}
+                                      if url.startswith("sqlite") else {"pool_pre_ping": True})
+            _ready[url] = sa.create_engine(url, **kwargs)
+        return _ready[url]
+
+
+def record(url: str, *, study_name: str, trial_id: int, trial_number: int, key: str,
+           folder: Path, profile_name: str, device: str, measured: dict[str, Any],
+           cache_hit: bool) -> None:
+    """Store the artifact (once per folder) and this trial's measurement of it."""
+    result = measured["result"]
+    latency = result["latency"]
+    now = time.time()
+    with Session(engine_for(url)) as s, s.begin():
+        art = _artifact(s, key, folder, profile_name, measured, now)
+        s.add(Measurement(
+            trial_id=trial_id, study_name=study_name, trial_number=trial_number,
+            artifact_id=art.id, fidelity=result["fidelity"],
+            device=device, median_ms=latency["median_ms"],
+            p95_ms=latency["p95_ms"], samples_ms=json.dumps(latency["samples_ms"]),
+            rejected_samples_ms=json.dumps(latency.get("rejected_samples_ms", [])),
+            noisy=bool(latency.get("noisy")), machine=json.dumps(result.get("machine")),
+            cache_hit=cache_hit, accuracy=measured["accuracy"], created=now))
+
+
+def measurements(url: str, study_name: str) -> list[dict[str, Any]]:
+    """The stored measurements of a study joined with their artifacts, by trial number."""
+    with Session(engine_for(url)) as s:
+        rows = s.execute(sa.select(Measurement, Artifact).join(Artifact).where(
+            Measurement.study_name == study_name).order_by(Measurement.trial_number)).all()
+        return [{"trial_number": m.trial_number, "trial_id": m.trial_id, "key": a.key,
+                 "fidelity": m.fidelity, "device": m.device, "median_ms": m.median_ms,
+                 "samples_ms": json.loads(m.samples_ms), "cache_hit": m.cache_hit,
+                 "tvm_version": a.tvm_version, "tuning_digest": a.tuning_digest,
+                 "target_profile": a.target_profile, "machine": json.loads(m.machine),
+                 "param_bytes": a.param_bytes} for m, a in rows]
+
+
+def _artifact(s: Session, key: str, folder: Path, profile_name: str, measured: dict[str, Any],
+              now: float) -> Artifact:
+    """The artifact row of ``folder``, added by the first trial that stores it.
+
+    Two workers finishing the same candidate at once may both try to add it; the loser's
+    insert (in a savepoint) fails on the unique index and it reads the winner's row.
+    """
+    def find() -> Artifact | None:
+        return s.scalar(sa.select(Artifact).where(Artifact.key == key,
+                                                  Artifact.path == str(folder)))
+
+    art = find()
+    if art is not None:
+        return art
+    result = measured["result"]
+    try:
+        with s.begin_nested():
+            art = Artifact(
+                key=key, path=str(folder), arch=json.dumps(measured["arch"]),
+                compression=json.dumps(measured.get("compression")),
+                target_profile=profile_name, target=str(result["target"]),
+                tvm_version=result["tvm_version"],
+                tuning_digest=result.get("tuning", {}).get("database_digest"),
+                param_bytes=result["param_bytes"], workspace_bytes=result["workspace_bytes"],
+                library_bytes=result["library_bytes"], created=now)
+            s.add(art)
+        return art
+    except sa.exc.IntegrityError:
+        art = find()
+        assert art is not None
+        return art
