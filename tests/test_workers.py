@@ -131,3 +131,17 @@ def test_second_sqlite_worker_is_refused_and_nothing_is_lost(tmp_path: Path) -> 
     assert len(trials) == 3 and all(t.state == Done for t in trials)
     os.remove(lock)  # a stale lock file is harmless: only a held lock refuses
     assert run_cli("-q", "worker", "--study", name, "--storage", url, "--trials", "1")[0] == 0
+
+
+def test_ctrl_c_stops_a_worker_with_its_trial_marked(tmp_path: Path) -> None:
+    url, name = f"sqlite:///{tmp_path / 'canao.db'}", "interrupted"
+    _create(url, name, tmp_path)
+    log = tmp_path / "worker.log"
+    proc = _worker(url, name, 3, log)
+    _wait_for("a running trial", lambda: any(
+        t.state == optuna.trial.TrialState.RUNNING for t in _trials(url, name)))
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()
+    assert "canao: interrupted" in log.read_text()
+    states = Counter(t.state for t in _trials(url, name))
+    assert states == {Done: 1, optuna.trial.TrialState.FAIL: 1}  # none left RUNNING
