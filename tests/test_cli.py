@@ -145,3 +145,24 @@ def test_optuna_dashboard_opens_a_canao_study(finished_study: dict) -> None:
     assert len(detail["trials"]) == 3
     assert detail["objective_names"] == ["accuracy", "latency_ms", "memory_mb"]
     assert all(len(t["values"]) == 3 for t in detail["trials"])
+
+
+def test_interrupted_export_leaves_no_partial_bundle(finished_study: dict, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import canao.export._bundle as bundle
+
+    def interrupted(folder: Path) -> None:
+        assert (folder / "metrics.json").is_file()  # the bundle was all but written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle, "write_checksums", interrupted)
+    out = tmp_path / "bundle"
+    code, _ = run_cli("export", "--study", "tiny", "--storage", finished_study["url"],
+                      "--trial", "0", "--out", str(out))
+    assert code == 130
+    assert list(tmp_path.iterdir()) == []  # neither the bundle nor its staging folder
+    monkeypatch.undo()
+    code, text = run_cli("export", "--study", "tiny", "--storage", finished_study["url"],
+                         "--trial", "0", "--out", str(out))
+    assert code == 0, text
+    assert (out / "SHA256SUMS").is_file()
