@@ -37,4 +37,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check canao tests benchmarks
 
 clean:
-	rm -rf $(VENV) canao_artifacts canao.db .pytest_cache
+	rm -rf $(VENV) canao_artifacts canao.db canao.db.canao-worker.lock .pytest_cache
