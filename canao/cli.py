@@ -203,8 +203,8 @@ def worker(obj: dict[str, Any], **kwargs: Any) -> None:
     """Run trials of an existing study, alongside any number of other workers.
 
     Workers on any machines share one study through its database (PostgreSQL; a SQLite
-    file takes one worker). A worker that dies leaves a trial that the next worker to
-    start fails and re-runs once with the same parameters (see --grace-s).
+    file takes one worker). A worker that dies leaves a trial that any worker, on
+    starting its next trial, fails and re-runs once with the same parameters (see --grace-s).
     """
     _continue(obj, **kwargs, salt=os.getpid())
 

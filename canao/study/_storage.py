@@ -45,7 +45,8 @@ class Heartbeat:
 
     A worker beats every ``interval_s`` from a thread, so a long compile does not stop
     it; a RUNNING trial whose last beat is older than ``grace_s`` belongs to a dead
-    worker: the next worker to start marks it failed and re-enqueues its parameters once.
+    worker: any worker, before starting its next trial, marks it failed and re-enqueues its
+    parameters once.
     """
 
     interval_s: int = 30
