@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from canao.study._storage import engine_kwargs
+
 VERSION_TABLE = "canao_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -95,9 +97,7 @@ def engine_for(url: str) -> sa.Engine:
     with _lock:
         if url not in _ready:
             upgrade(url)
-            kwargs: dict[str, Any] = ({"connect_args": {"timeout": 60}}
-                                      if url.startswith("sqlite") else {"pool_pre_ping": True})
-            _ready[url] = sa.create_engine(url, **kwargs)
+            _ready[url] = sa.create_engine(url, **engine_kwargs(url))
         return _ready[url]
 
 

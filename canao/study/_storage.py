@@ -53,6 +53,15 @@ class Heartbeat:
     grace_s: int = 300
 
 
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for a study database (Optuna's engine and canao's own)."""
+    if url.startswith("sqlite"):
+        # Several processes may touch one SQLite file (a search and a `status`): wait for
+        # a lock rather than failing at once with "database is locked".
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}  # survive connections the server dropped between trials
+
+
 def open_storage(url: str, *, must_exist: bool, heartbeat: Heartbeat | None = None) -> Any:
     """Optuna's RDB storage for ``url``.
 
@@ -76,13 +85,6 @@ def open_storage(url: str, *, must_exist: bool, heartbeat: Heartbeat | None = No
             raise StorageError(f"study database {shown}: file {path} does not exist")
         if not path.parent.is_dir():
             raise StorageError(f"study database {shown}: folder {path.parent} does not exist")
-    engine_kwargs: dict[str, Any] = {}
-    if path is not None:
-        # Several processes may touch one SQLite file (a search and a `status`): wait for
-        # a lock rather than failing at once with "database is locked".
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
     beat: dict[str, Any] = {"heartbeat_interval": None}
     if heartbeat is not None:
         beat = {"heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
@@ -91,7 +93,7 @@ def open_storage(url: str, *, must_exist: bool, heartbeat: Heartbeat | None = No
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **beat)
     except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(f"cannot open study database {shown}: {reason}") from e
