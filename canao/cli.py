@@ -88,23 +88,33 @@ def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler seed.")
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for compiled artifacts [default: $CANAO_ARTIFACTS or ./canao_artifacts].")
+@click.option("--task", "task_name",
+              help="Task overriding the space's: a built-in name, csv:PATH or jsonl:PATH.")
+@click.option("--text-column", help="Text column of a csv:/jsonl: task [default: text].")
+@click.option("--label-column", help="Label column of a csv:/jsonl: task [default: label].")
+@click.option("--group-column",
+              help="Rows sharing this column's value stay in one split (e.g. a document id).")
 @_budget_options("Budget overriding the space file's 'study.budgets' (stored with the study).")
 @click.pass_obj
 def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: str | None,
            storage: str | None, trials: int, timeout: float | None, seed: int,
-           artifacts: Path | None, **budgets: float | None) -> None:
+           artifacts: Path | None, task_name: str | None, text_column: str | None,
+           label_column: str | None, group_column: str | None, **budgets: float | None) -> None:
     """Start a new search on a device target."""
     from canao import study as st
     from canao.compile import check_target
     from canao.space import load_space, resolve_shipped
     from canao.targets import load_profile
-    from canao.tasks import get_task
 
     # Everything a user could have got wrong is checked before the database is touched.
     space = load_space(space_path)
     space_text = resolve_shipped(space_path, "search_spaces", ".yaml", CanaoError, "").read_text()
+    columns = {"text_column": text_column, "label_column": label_column,
+               "group_column": group_column}
+    if task_name or any(columns.values()):
+        space, space_text = _with_task(space, task_name, columns)
     profile = load_profile(target_path)
-    get_task(space.task)
+    _check_task(space)
     check_target(profile)
     name = study_name or f"{space.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _check_name(name)
@@ -132,10 +142,10 @@ def slim(space_path: str, budget_mb: float, steps: int | None) -> None:
     from canao.compress.importance import importance_scores, unit_bytes
     from canao.models import load_or_train_base
     from canao.space import load_space
-    from canao.tasks import get_task
+    from canao.tasks import load_task
 
     space = load_space(space_path)
-    task = get_task(space.task)
+    task = load_task(space)
     base, info = load_or_train_base(space, task)
     slimming = dataclasses.replace(space.candidate.slimming, budget_mb=budget_mb,
                                    **({"steps": steps} if steps else {}))
@@ -150,6 +160,42 @@ def slim(space_path: str, budget_mb: float, steps: int | None) -> None:
                    f"FFN neurons with gate > 0.5: {int((f > 0.5).sum())}/{len(f)}")
     click.echo("stored with the base; use them with `candidate: {importance: gates, slimming: "
                f"{{budget_mb: {budget_mb:g}}}}}` in the space file")
+
+
+def _with_task(space: Any, task_name: str | None,
+               columns: dict[str, str | None]) -> tuple[Any, str]:
+    """The space with another task (a file task's path made absolute) and its YAML to store."""
+    import dataclasses
+
+    import yaml
+
+    from canao.space import parse_space
+
+    task = task_name or space.task
+    kind, sep, path = task.partition(":")
+    if sep and kind in ("csv", "jsonl") and path:
+        task = f"{kind}:{Path(path).expanduser().resolve()}"
+    data = {**dataclasses.asdict(space.data), **{k: v for k, v in columns.items() if v}}
+    d = {**space.to_dict(), "task": task, "data": data}
+    d.pop("name", None)
+    text = yaml.safe_dump(d, sort_keys=False)
+    return parse_space(text, where="the space with --task", name=space.name), text
+
+
+def _check_task(space: Any) -> None:
+    """Read the task's data now, so a bad file or column fails before the study exists."""
+    from canao.tasks import get_task, is_text_task, text_data
+
+    if is_text_task(space.task):
+        text_data(space.task, space.data)
+    else:
+        get_task(space.task)
+    if space.base.model.checkpoint:
+        from canao.models.hf import check_checkpoint
+        from canao.tasks import checkpoint_folder
+
+        check_checkpoint(checkpoint_folder(space.base.model.checkpoint), space.base.model,
+                         f"space '{space.name}'")
 
 
 def _check_name(name: str) -> None:
@@ -293,17 +339,33 @@ def export(study_name: str, storage: str | None, trial: int | None,
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
               help=".npy array of inputs; without it the bundle's task split is evaluated.")
+@click.option("--text", "texts", multiple=True,
+              help="Classify this text (text models; repeatable).")
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["train", "validation", "test"]))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save logits as .npy.")
-def predict(bundle: Path, input_path: Path | None, split: str, out: Path | None) -> None:
+def predict(bundle: Path, input_path: Path | None, texts: tuple[str, ...], split: str,
+            out: Path | None) -> None:
     """Run an exported bundle with the TVM runtime alone (no torch)."""
     import numpy as np
 
-    from canao.runtime import load_bundle
+    from canao.runtime import TOKENIZER_FILE, load_bundle
 
     model, metrics = load_bundle(bundle)
-    if input_path is not None:
+    tokenizer = None
+    if (bundle / TOKENIZER_FILE).is_file():
+        from canao.tasks import tokenizer_from_json
+
+        tokenizer = tokenizer_from_json((bundle / TOKENIZER_FILE).read_text())
+    if texts:
+        if tokenizer is None:
+            raise CanaoError(f"{bundle}: not a text model (no {TOKENIZER_FILE}); use --input")
+        from canao.tasks import encode
+
+        logits = model.predict(encode(tokenizer, texts, metrics["max_len"]))
+        for text, k in zip(texts, logits.argmax(axis=1)):
+            click.echo(f"{metrics['labels'][int(k)]}\t{text}")
+    elif input_path is not None:
         try:
             x = np.load(input_path, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -314,9 +376,13 @@ def predict(bundle: Path, input_path: Path | None, split: str, out: Path | None)
         logits = model.predict(x)
         click.echo(" ".join(str(int(v)) for v in logits.argmax(axis=1)))
     else:
-        from canao.tasks import accuracy, get_task
+        from canao.tasks import TableSpec, TextTask, accuracy, get_task, text_data
 
-        part = get_task(metrics["task"]).split(split)
+        if tokenizer is not None:
+            data = text_data(metrics["task"], TableSpec(**metrics.get("data") or {}))
+            part = TextTask(data, tokenizer, metrics["max_len"]).split(split)
+        else:
+            part = get_task(metrics["task"]).split(split)
         logits = model.predict(part.x)
         click.echo(f"{metrics['task']} {split}: accuracy {accuracy(logits, part.y):.4f} on "
                    f"{len(part)} samples")

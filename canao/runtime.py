@@ -5,7 +5,8 @@ A compiled folder (a trial's artifact or an exported bundle) holds:
 * ``model.so``: the Relax VM executable built for the target;
 * ``params.npz``: the weights, passed at call time (``p0000``, ``p0001``, ... in order),
   kept out of the library so that their bytes are exactly what the model stores;
-* ``compiled.json``: input name, shape and dtype, the target, the TVM version.
+* ``compiled.json``: input name, shape and dtype, the target, the TVM version;
+* ``tokenizer.json`` (exported text models): the tokenizer that makes the input ids.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from canao.errors import ExportError
 
 LIB_FILE, PARAMS_FILE, META_FILE = "model.so", "params.npz", "compiled.json"
+TOKENIZER_FILE = "tokenizer.json"  # text models: the base's tokenizer (``tokenizers`` JSON)
 
 
 _BF16_SUFFIX = "_bfloat16"  # npz has no bfloat16: such arrays are stored as their uint16 bits

@@ -35,7 +35,28 @@ def test_token_frontend() -> None:
     c = EncoderConfig(num_classes=2, hidden=16, heads=(2,), ffn=(32,), head_dim=8,
                       frontend="token", vocab_size=50, max_len=12)
     m = Encoder(c)
-    assert m(torch.randint(0, 50, (3, 11))).shape == (3, 2)
+    assert m(torch.randint(0, 50, (3, 12))).shape == (3, 2)
+
+
+def test_bert_style_slices_and_masks_padding() -> None:
+    """Post-norm blocks, embedding norm and pooler slice like the rest; padding is inert."""
+    torch.manual_seed(0)
+    c = EncoderConfig(num_classes=2, hidden=16, heads=(2, 2), ffn=(32, 32), head_dim=8,
+                      frontend="token", vocab_size=50, max_len=12, style="bert", pad_id=0)
+    m = Encoder(c).eval()
+    ids = torch.randint(1, 50, (3, 12))
+    ids[:, 8:] = 0  # padding
+    before = m(ids)
+    with torch.no_grad():
+        m.embed.weight[0] += 5.0  # what the padding holds never reaches [CLS]
+    torch.testing.assert_close(m(ids), before)
+    same, _ = slice_encoder(m, ArchConfig(hidden=16, heads=(2, 2), ffn=(32, 32)))
+    torch.testing.assert_close(same(ids), m(ids), rtol=0, atol=0)
+    small, kept = slice_encoder(m, ArchConfig(hidden=8, heads=(1,), ffn=(8,)))
+    assert small.embed.weight.shape == (50, 8) and small.pooler.weight.shape == (8, 8)
+    assert small.emb_norm.weight.shape == (8,) and small(ids).shape == (3, 2)
+    d = torch.tensor(kept.hidden)
+    torch.testing.assert_close(small.embed.weight, m.embed.weight[:, d])
 
 
 def test_identity_slice_is_the_same_model() -> None:

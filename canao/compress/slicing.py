@@ -40,9 +40,16 @@ def magnitude_scores(model: Encoder) -> dict[str, Any]:
     c = model.config
     layer, heads, neurons = [], [], []
     hidden = torch.zeros(c.hidden)
-    hidden += _l1(model.cls, (0, 1)) + _l1(model.pos, (0, 1))
-    hidden += _l1(model.embed.weight, tuple(range(1, model.embed.weight.dim())))
-    hidden += _l1(model.ln_f.weight, ()) + _l1(model.head.weight, 0)
+    hidden += _l1(model.pos, (0, 1)) + _l1(model.head.weight, 0)
+    w = model.embed.weight  # (hidden, C, p, p) for patches, (vocab, hidden) for tokens
+    hidden += _l1(w, tuple(range(1, w.dim()))) if c.frontend == "patch" else _l1(w, 0)
+    for norm in (model.ln_f, model.emb_norm):
+        if norm is not None:
+            hidden += _l1(norm.weight, ())
+    if model.cls is not None:
+        hidden += _l1(model.cls, (0, 1))
+    if model.pooler is not None:
+        hidden += _l1(model.pooler.weight, 0) + _l1(model.pooler.weight, 1)
     for b, h in zip(model.blocks, c.heads):
         a = b.attn
         per_head = sum(_l1(lin.weight, 1).view(h, c.head_dim).sum(1) for lin in (a.q, a.k, a.v))
@@ -89,12 +96,19 @@ def slice_encoder(model: Encoder, arch: ArchConfig,
     new = Encoder(replace(c, hidden=arch.hidden, heads=arch.heads, ffn=arch.ffn))
     d = torch.tensor(kept.hidden)
     with torch.no_grad():
-        new.embed.weight.copy_(model.embed.weight[d])  # (hidden, ...) rows either way
-        if hasattr(new.embed, "bias") and new.embed.bias is not None:
+        if c.frontend == "patch":
+            new.embed.weight.copy_(model.embed.weight[d])  # (hidden, C, p, p)
             new.embed.bias.copy_(model.embed.bias[d])
-        new.cls.copy_(model.cls[..., d])
+            new.cls.copy_(model.cls[..., d])
+        else:
+            new.embed.weight.copy_(model.embed.weight[:, d])  # (vocab, hidden)
         new.pos.copy_(model.pos[..., d])
-        _copy_norm(new.ln_f, model.ln_f, d)
+        for name in ("ln_f", "emb_norm"):
+            if getattr(new, name) is not None:
+                _copy_norm(getattr(new, name), getattr(model, name), d)
+        if new.pooler is not None:
+            new.pooler.weight.copy_(model.pooler.weight[d][:, d])
+            new.pooler.bias.copy_(model.pooler.bias[d])
         new.head.weight.copy_(model.head.weight[:, d])
         new.head.bias.copy_(model.head.bias)
         for nb, base_i, hs, fs in zip(new.blocks, kept.layers, kept.heads, kept.ffn):

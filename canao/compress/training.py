@@ -9,12 +9,15 @@ from canao.tasks import Split
 
 
 def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, lr: float,
-          weight_decay: float = 0.01, seed: int = 0, teacher: torch.nn.Module | None = None,
+          weight_decay: float = 0.01, seed: int = 0,
+          teacher: torch.nn.Module | torch.Tensor | None = None,
           alpha: float = 1.0, temperature: float = 1.0) -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps with cosine decay; return the losses.
 
     With a ``teacher`` the loss is ``alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || model)``
-    at temperature ``T`` (Hinton et al.); without one it is plain cross-entropy.
+    at temperature ``T`` (Hinton et al.); without one it is plain cross-entropy. The teacher
+    is a module, or its logits for every example of ``data`` computed once beforehand (the
+    same numbers, since the teacher is frozen and in eval mode, without a forward per step).
     The data order depends only on ``seed``, never on global random state.
     """
     if steps <= 0:
@@ -24,7 +27,7 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, l
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
                                                 pct_start=0.1, anneal_strategy="cos")
-    if teacher is not None:
+    if isinstance(teacher, torch.nn.Module):
         teacher.eval()
     model.train()
     losses: list[float] = []
@@ -39,7 +42,8 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, l
         loss = F.cross_entropy(logits, y[idx])
         if teacher is not None and alpha < 1.0:
             with torch.no_grad():
-                soft = F.log_softmax(teacher(x[idx]) / temperature, dim=-1)
+                t_logits = teacher[idx] if isinstance(teacher, torch.Tensor) else teacher(x[idx])
+                soft = F.log_softmax(t_logits / temperature, dim=-1)
             kd = F.kl_div(F.log_softmax(logits / temperature, dim=-1), soft,
                           log_target=True, reduction="batchmean") * temperature**2
             loss = alpha * loss + (1.0 - alpha) * kd

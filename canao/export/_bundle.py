@@ -11,12 +11,14 @@ from typing import Any
 
 import optuna
 
+from canao import _config
 from canao.errors import ExportError
 from canao.runtime import (
     LIB_FILE,
     META_FILE,
     METRICS_FILE,
     PARAMS_FILE,
+    TOKENIZER_FILE,
     CompiledModel,
     write_checksums,
 )
@@ -85,7 +87,7 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) ->
     accuracy re-measured on the test split through the compiled module it contains, and
     only then renamed to ``out``: an interrupted export leaves no partial bundle.
     """
-    from canao.tasks import accuracy, get_task
+    from canao.tasks import TextTask, accuracy, load_task
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: already exists and is not empty; choose another --out")
@@ -101,8 +103,10 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) ->
         for name in (LIB_FILE, PARAMS_FILE, META_FILE):
             shutil.copy2(built / name, tmp / name)
         shutil.copy2(src / "model.onnx", tmp / "model.onnx")
-        task = get_task(cs.space.task)
+        task = load_task(cs.space)
         test = task.split("test")
+        if isinstance(task, TextTask):  # predict tokenises raw text as the search did
+            (tmp / TOKENIZER_FILE).write_text(task.tokenizer.to_str())
         model = CompiledModel(tmp)
         test_acc = accuracy(model.predict(test.x), test.y)
         attrs = trial.user_attrs
@@ -112,7 +116,9 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) ->
         }, indent=2))
         metrics = {
             "version": BUNDLE_VERSION, "study": cs.name, "trial": trial.number,
-            "task": cs.space.task, "test_accuracy": test_acc, "test_samples": len(test),
+            "task": cs.space.task, "data": _config.to_dict(cs.space.data),
+            "labels": list(task.data.label_names) if isinstance(task, TextTask) else None,
+            "max_len": getattr(task, "max_len", None), "test_accuracy": test_acc, "test_samples": len(test),
             "validation_accuracy": trial.values[0],
             "latency_ms": result["latency"]["median_ms"],
             "latency_p95_ms": result["latency"]["p95_ms"], "latency": result["latency"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -11,15 +12,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from canao.cache import cache_dir
 from canao.models.encoder import Encoder, EncoderConfig, predict_logits
 from canao.space import SearchSpace
-from canao.tasks import Task, accuracy
+from canao.tasks import Split, Task, accuracy
 
 log = logging.getLogger(__name__)
-_RECIPE_VERSION = 1  # bump when the training code changes what a cached base would be
+_RECIPE_VERSION = 2  # bump when the training code changes what a cached base would be
 
 
 def encoder_config(space: SearchSpace, task: Task) -> EncoderConfig:
@@ -34,16 +36,68 @@ def encoder_config(space: SearchSpace, task: Task) -> EncoderConfig:
         ch, hh, _ = task.image_shape()
         extra = {"channels": ch, "image_size": hh, "patch_size": m.patch_size}
     else:
-        extra = {"vocab_size": m.vocab_size, "max_len": m.max_len}
+        extra = {"vocab_size": m.vocab_size, "max_len": m.max_len, "style": m.style}
+        tokenizer = getattr(task, "tokenizer", None)
+        if tokenizer is not None:
+            from canao.tasks import pad_id
+
+            if tokenizer.get_vocab_size() > m.vocab_size:
+                from canao.errors import SpaceError
+
+                raise SpaceError(f"space '{space.name}': the tokenizer has "
+                                 f"{tokenizer.get_vocab_size()} tokens, more than base.model."
+                                 f"vocab_size ({m.vocab_size})")
+            extra["pad_id"] = pad_id(tokenizer)
+        if m.style == "bert":
+            extra["norm_eps"] = 1e-12  # BERT's
+        if m.checkpoint:
+            from canao.models.hf import check_space_fits, read_bert_config
+            from canao.tasks import checkpoint_folder
+
+            cfg = read_bert_config(checkpoint_folder(m.checkpoint))
+            check_space_fits(cfg, m, f"space '{space.name}'")
+            extra["norm_eps"] = float(cfg.get("layer_norm_eps", 1e-12))
     return EncoderConfig(num_classes=task.num_classes, hidden=m.hidden,
                          heads=(m.heads,) * m.layers, ffn=(m.ffn,) * m.layers,
-                         head_dim=m.head_dim, frontend=m.frontend, **extra)
+                         head_dim=m.head_dim, frontend=m.frontend, dropout=m.dropout, **extra)
+
+
+@functools.cache
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _checkpoint_digest(checkpoint: str) -> str:
+    """Content digest of a checkpoint's weights and config (a part of the base's cache key)."""
+    if not checkpoint:
+        return ""
+    from canao.tasks import checkpoint_folder
+
+    folder = checkpoint_folder(checkpoint)
+    parts = []
+    for name in ("config.json", "model.safetensors"):
+        st = (folder / name).stat()
+        parts.append(_file_digest(str(folder / name), st.st_size, st.st_mtime_ns))
+    return "-".join(parts)
+
+
+def train_subset(split: Split, max_samples: int, seed: int) -> Split:
+    """A seeded subset of ``max_samples`` training examples (all of them when 0 or more)."""
+    if not max_samples or max_samples >= len(split):
+        return split
+    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:max_samples])
+    return Split(split.x[idx], split.y[idx])
 
 
 def base_key(space: SearchSpace, task: Task) -> str:
     blob = json.dumps({"task": task.name, "data": task.digest(),
                        "config": encoder_config(space, task).to_dict(),
                        "train": asdict(space.base.train), "recipe": _RECIPE_VERSION,
+                       "checkpoint": _checkpoint_digest(space.base.model.checkpoint),
                        "torch": torch.__version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -60,9 +114,19 @@ def load_or_train_base(space: SearchSpace, task: Task) -> tuple[Encoder, dict[st
         return model, info
     t = space.base.train
     log.info("training base %s for task %s (cached afterwards)", key, task.name)
-    torch.manual_seed(t.seed)  # the initial weights; the data order has its own generator
-    model = Encoder(encoder_config(space, task))
-    train_split = task.split("train")
+    config = encoder_config(space, task)
+    if space.base.model.checkpoint:
+        from canao.models.hf import load_bert
+        from canao.tasks import checkpoint_folder
+
+        log.info("fine-tuning checkpoint %s on %s", space.base.model.checkpoint, task.name)
+        model = load_bert(checkpoint_folder(space.base.model.checkpoint),
+                          num_classes=task.num_classes, max_len=config.max_len,
+                          pad_id=config.pad_id, seed=t.seed, dropout=config.dropout)
+    else:
+        torch.manual_seed(t.seed)  # the initial weights; the data order has its own generator
+        model = Encoder(config)
+    train_split = train_subset(task.split("train"), t.max_samples, t.seed)
     steps = t.epochs * -(-len(train_split) // t.batch_size)
     from canao.compress.training import train
 

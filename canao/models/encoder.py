@@ -5,8 +5,12 @@ Each layer has its own head count and FFN width, and the attention inner width
 lets a pruned candidate be a *physically smaller* model: pruning removes rows and columns
 from the weight tensors; nothing is masked, so the compiled graph is smaller too.
 
-Pre-LayerNorm blocks, a [CLS] token, a classifier on the [CLS] output. The front end is
-ViT-style (non-overlapping image patches) or BERT-style (token ids).
+Two styles. ``vit``: pre-LayerNorm blocks, a final norm and a classifier on the [CLS]
+output. ``bert``: what a Hugging Face ``BertForSequenceClassification`` computes (embedding
+LayerNorm, post-LayerNorm blocks, a tanh pooler on [CLS], the classifier), so a BERT
+checkpoint loads into it exactly. The front end is ViT-style (non-overlapping image
+patches, a learned [CLS] prepended) or BERT-style (token ids that start with the
+tokenizer's [CLS]; positions holding ``pad_id`` are masked out of attention).
 """
 
 from __future__ import annotations
@@ -36,10 +40,15 @@ class EncoderConfig:
     vocab_size: int = 0  # token frontend
     max_len: int = 0  # token frontend: sequence length including [CLS]
     norm_eps: float = 1e-6
+    style: Literal["vit", "bert"] = "vit"
+    pad_id: int = -1  # token frontend: this id is masked out of attention; -1: no mask
+    dropout: float = 0.0  # training only (embeddings, attention weights, sublayer outputs)
 
     def __post_init__(self) -> None:
         if len(self.heads) != len(self.ffn) or not self.heads:
             raise ValueError("one heads and one ffn entry per layer, at least one layer")
+        if self.style == "bert" and self.frontend != "token":
+            raise ValueError("the bert style takes token ids")
         if self.frontend == "patch" and self.image_size % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} does not divide {self.image_size}")
 
@@ -57,7 +66,7 @@ class EncoderConfig:
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:
         if self.frontend == "patch":
             return (batch, self.channels, self.image_size, self.image_size)
-        return (batch, self.max_len - 1)  # [CLS] is prepended inside the model
+        return (batch, self.max_len)  # [CLS] first, from the tokenizer
 
     @property
     def input_dtype(self) -> str:
@@ -78,9 +87,10 @@ class EncoderConfig:
 class Attention(nn.Module):
     """Multi-head self-attention with ``heads`` heads of ``head_dim`` each (heads may be 1)."""
 
-    def __init__(self, hidden: int, heads: int, head_dim: int) -> None:
+    def __init__(self, hidden: int, heads: int, head_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
+        self.drop = nn.Dropout(dropout)
         inner = heads * head_dim
         self.q = nn.Linear(hidden, inner)
         self.k = nn.Linear(hidden, inner)
@@ -90,7 +100,7 @@ class Attention(nn.Module):
         # set only while scoring; None in every model that is trained, exported or served.
         self.head_gate: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         # (B, T, inner) -> (B, nh, T, hd)
         q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
@@ -99,19 +109,26 @@ class Attention(nn.Module):
         # Written out rather than F.scaled_dot_product_attention so that every exporter
         # (ONNX, torch.export) and TVM's importers see plain matmul/softmax.
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, nh, T, T)
-        att = att.softmax(dim=-1)
+        if mask is not None:
+            att = att + mask  # (B, 1, 1, T): 0 where attended, a large negative at padding
+        att = self.drop(att.softmax(dim=-1))
         y = att @ v  # (B, nh, T, hd)
         if self.head_gate is not None:
             y = y * self.head_gate.view(1, -1, 1, 1)
         y = y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # (B, T, inner)
-        return self.o(y)
+        return self.drop(self.o(y))
 
 
 class Block(nn.Module):
-    def __init__(self, hidden: int, heads: int, head_dim: int, ffn: int, eps: float) -> None:
+    """Pre-norm (``x + attn(ln1 x)``, ...) or, with ``post_norm``, BERT's ``ln1(x + attn x)``."""
+
+    def __init__(self, hidden: int, heads: int, head_dim: int, ffn: int, eps: float,
+                 post_norm: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
+        self.post_norm = post_norm
+        self.drop = nn.Dropout(dropout)
         self.ln1 = nn.LayerNorm(hidden, eps=eps)
-        self.attn = Attention(hidden, heads, head_dim)
+        self.attn = Attention(hidden, heads, head_dim, dropout)
         self.ln2 = nn.LayerNorm(hidden, eps=eps)
         self.fc1 = nn.Linear(hidden, ffn)
         self.fc2 = nn.Linear(ffn, hidden)
@@ -119,13 +136,22 @@ class Block(nn.Module):
         self.ffn_gate: torch.Tensor | None = None
         self.layer_gate: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.post_norm:
+            h = self.ln1(x + self.attn(x, mask))
+            hid = F.gelu(self.fc1(h))
+            if self.ffn_gate is not None:
+                hid = hid * self.ffn_gate
+            out = self.ln2(h + self.drop(self.fc2(hid)))
+            # A layer gate interpolates between the block and skipping it (post-norm has no
+            # residual branch to scale).
+            return out if self.layer_gate is None else x + self.layer_gate * (out - x)
+        a = self.attn(self.ln1(x), mask)
         hid = F.gelu(self.fc1(self.ln2(x + a) if self.layer_gate is None else
                               self.ln2(x + self.layer_gate * a)))  # (B, T, ffn)
         if self.ffn_gate is not None:
             hid = hid * self.ffn_gate
-        f = self.fc2(hid)
+        f = self.drop(self.fc2(hid))
         if self.layer_gate is None:
             return x + a + f  # (B, T, hidden)
         return x + self.layer_gate * (a + f)
@@ -137,29 +163,57 @@ class Encoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = c = config
+        bert = c.style == "bert"
+        # Optional parts are None where a style lacks them (slicing and scoring check).
+        self.cls: nn.Parameter | None = None
+        self.emb_norm: nn.LayerNorm | None = None
+        self.ln_f: nn.LayerNorm | None = None
+        self.pooler: nn.Linear | None = None
         if c.frontend == "patch":
             # A strided convolution is exactly a linear map of each non-overlapping patch.
             self.embed: nn.Module = nn.Conv2d(c.channels, c.hidden, c.patch_size, c.patch_size)
+            self.cls = nn.Parameter(torch.zeros(1, 1, c.hidden))
         else:
             self.embed = nn.Embedding(c.vocab_size, c.hidden)
-        self.cls = nn.Parameter(torch.zeros(1, 1, c.hidden))
+        # BERT's position (and token-type 0) embeddings, summed into one table.
         self.pos = nn.Parameter(torch.randn(1, c.seq_len, c.hidden) * 0.02)
+        if bert:
+            self.emb_norm = nn.LayerNorm(c.hidden, eps=c.norm_eps)
+            self.pooler = nn.Linear(c.hidden, c.hidden)
+        else:
+            self.ln_f = nn.LayerNorm(c.hidden, eps=c.norm_eps)
         self.blocks = nn.ModuleList(
-            Block(c.hidden, h, c.head_dim, f, c.norm_eps) for h, f in zip(c.heads, c.ffn)
+            Block(c.hidden, h, c.head_dim, f, c.norm_eps, post_norm=bert, dropout=c.dropout)
+            for h, f in zip(c.heads, c.ffn)
         )
-        self.ln_f = nn.LayerNorm(c.hidden, eps=c.norm_eps)
         self.head = nn.Linear(c.hidden, c.num_classes)
+        self.drop = nn.Dropout(c.dropout)
+        if bert:  # BERT's initialisation; PyTorch's defaults train it to ~61% instead of ~73%
+            for mod in self.modules():
+                if isinstance(mod, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(mod.weight, 0.0, 0.02)
+                if isinstance(mod, nn.Linear):
+                    nn.init.zeros_(mod.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.frontend == "patch":
+        c = self.config
+        mask = None
+        if c.frontend == "patch":
             tok = self.embed(x).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, hidden)
+            tok = torch.cat([self.cls.expand(tok.shape[0], -1, -1), tok], dim=1)
         else:
-            tok = self.embed(x)  # (B, T-1) -> (B, T-1, hidden)
-        cls = self.cls.expand(tok.shape[0], -1, -1)
-        h = torch.cat([cls, tok], dim=1) + self.pos  # (B, T, hidden)
+            tok = self.embed(x)  # (B, T) -> (B, T, hidden)
+            if c.pad_id >= 0:  # (B, 1, 1, T): the padding is never attended to
+                mask = (x == c.pad_id).to(tok.dtype)[:, None, None, :] * -1e9
+        h = tok + self.pos  # (B, T, hidden)
+        if self.emb_norm is not None:
+            h = self.emb_norm(h)
+        h = self.drop(h)
         for block in self.blocks:
-            h = block(h)
-        return self.head(self.ln_f(h[:, 0]))  # (B, num_classes)
+            h = block(h, mask)
+        if self.pooler is not None:
+            return self.head(self.drop(torch.tanh(self.pooler(h[:, 0]))))  # (B, num_classes)
+        return self.head(self.ln_f(h[:, 0]))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

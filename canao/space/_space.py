@@ -12,6 +12,7 @@ import yaml
 
 from canao import _config
 from canao.errors import SpaceError
+from canao.tasks import TableSpec
 
 # Block weight storage (see canao.compress.deploy): float widths, weight-only int8, and int8
 # weights with dynamically quantised activations (integer matmuls).
@@ -32,6 +33,13 @@ class ModelSpec:
     """Shape of the base encoder that the search compresses."""
 
     frontend: Literal["patch", "token"] = "patch"  # ViT-style patches or BERT-style tokens
+    # vit: pre-norm blocks, final norm; bert: BERT's post-norm blocks, embedding norm, pooler
+    # and padding mask (what a Hugging Face BERT checkpoint computes).
+    style: Literal["vit", "bert"] = "vit"
+    # A Hugging Face BERT checkpoint folder, or a pretrained name canao fetches (minilm-l6):
+    # the base starts from its weights and tokenizer and is fine-tuned on the task.
+    checkpoint: str = ""
+    dropout: float = 0.0  # while training the base and recovering candidates (BERT: 0.1)
     patch_size: int = 2  # patch side in pixels (patch frontend)
     vocab_size: int = 0  # token frontend only
     max_len: int = 0  # token frontend only: longest sequence, [CLS] included
@@ -46,6 +54,12 @@ class ModelSpec:
         _positive("base.model", self.head_dim, self.ffn)
         if self.frontend == "token" and (self.vocab_size <= 0 or self.max_len <= 0):
             raise ValueError("the token frontend needs 'vocab_size' and 'max_len'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"'base.model.dropout' must lie in [0, 1), got {self.dropout}")
+        if self.style == "bert" and self.frontend != "token":
+            raise ValueError("style 'bert' needs 'frontend: token'")
+        if self.checkpoint and self.style != "bert":
+            raise ValueError("a checkpoint base is a BERT: it needs 'style: bert'")
 
 
 @dataclass(frozen=True)
@@ -57,9 +71,14 @@ class TrainSpec:
     lr: float = 3e-3
     weight_decay: float = 0.01
     seed: int = 0
+    # Train (or fine-tune a checkpoint) on a seeded subset of this many training examples;
+    # 0 = all. A pretrained base is slow to fine-tune on a CPU.
+    max_samples: int = 0
 
     def __post_init__(self) -> None:
         _positive("base.train", self.epochs, self.batch_size, self.lr)
+        if self.max_samples < 0:
+            raise ValueError(f"'base.train.max_samples' must be >= 0, got {self.max_samples}")
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,9 @@ class Budgets:
 class StudySpec:
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     budgets: Budgets = field(default_factory=Budgets)
+    # Enqueue the hand-designed reference points (see reference_points) as the first trials,
+    # so the searched front is compared with what an engineer would try by hand.
+    references: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,7 @@ class SearchSpace:
     base: BaseSpec = field(default_factory=BaseSpec)
     candidate: CandidateSpec = field(default_factory=CandidateSpec)
     study: StudySpec = field(default_factory=StudySpec)
+    data: TableSpec = field(default_factory=TableSpec)  # columns of a csv:/jsonl: task
     name: str = ""  # filled from the file name when empty
 
     def __post_init__(self) -> None:
@@ -219,6 +242,42 @@ class SearchSpace:
                    if len(s.weights) > 1 and not clusters else
                    "fp32" if clusters else s.weights[0])
         return ArchConfig(hidden=hidden, heads=heads, ffn=ffn, weights=weights, clusters=clusters)
+
+    def reference_points(self) -> list[tuple[str, dict[str, Any]]]:
+        """Hand-designed compressions of the base, as Optuna parameters of this space.
+
+        * ``half-layers``: DistilBERT's recipe (Sanh et al., 2019): every other layer gone,
+          width kept;
+        * ``half-width-int8``: the resource-efficient transformer's recipe: hidden size
+          halved, half the heads and FFN neurons pruned, int8 weights;
+        * ``narrow-deep``: MobileBERT's shape (Sun et al., 2020): every layer kept, a
+          quarter of the width and FFN, all heads.
+
+        Each value is snapped to the nearest choice the space offers (ties go up), so a
+        point may be only approximately its recipe in a coarse space.
+        """
+        m, s = self.base.model, self.search
+
+        def near(choices: tuple[int, ...], want: float) -> int:
+            return min(choices, key=lambda v: (abs(v - want), -v))
+
+        def point(layers: float, hidden: float, heads: float, ffn: float,
+                  weights: str) -> dict[str, Any]:
+            n = near(s.layers, layers)
+            p: dict[str, Any] = {"layers": n, "hidden": near(s.hidden, hidden)}
+            p.update({f"heads_{i}": near(s.heads, heads) for i in range(n)})
+            p.update({f"ffn_{i}": near(s.ffn, ffn) for i in range(n)})
+            if len(s.clusters) > 1:
+                p["clusters"] = near(s.clusters, 0)
+            if len(s.weights) > 1:
+                p["weights"] = weights if weights in s.weights else s.weights[0]
+            return p
+
+        return [
+            ("half-layers", point(m.layers / 2, m.hidden, m.heads, m.ffn, "fp32")),
+            ("half-width-int8", point(m.layers, m.hidden / 2, m.heads / 2, m.ffn / 2, "int8")),
+            ("narrow-deep", point(m.layers, m.hidden / 4, m.heads, m.ffn / 4, "fp32")),
+        ]
 
     def base_arch(self) -> ArchConfig:
         m = self.base.model

@@ -32,10 +32,11 @@ class Objective:
     def __init__(self, cs: CanaoStudy) -> None:
         from canao.compress.importance import importance_scores
         from canao.models import load_or_train_base
-        from canao.tasks import get_task
+        from canao.tasks import load_task
 
         self.cs = cs
-        self.task = get_task(cs.space.task)
+        self.task = load_task(cs.space)
+        self._teacher_logits: Any = None
         self.base, self.base_info = load_or_train_base(cs.space, self.task)
         # One ranking of the base's units serves every candidate of the study.
         self.scores, self.importance = importance_scores(
@@ -58,6 +59,14 @@ class Objective:
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
             log.warning("trial %d failed: %s", trial.number, reason)
             raise CandidateError(reason) from e
+
+    def teacher_logits(self) -> Any:
+        """The base's logits on the training split, computed once per process."""
+        if self._teacher_logits is None:
+            from canao.models import predict_logits
+
+            self._teacher_logits = predict_logits(self.base, self.task.split("train").x)
+        return self._teacher_logits
 
     def candidate_key(self, arch: Any) -> str:
         """Content key of a measured candidate: same key, same model, build and measurement.
@@ -154,7 +163,7 @@ class Objective:
         rec = space.candidate.recovery
         torch.manual_seed(space.candidate.seed)
         train(model, self.task.split("train"), steps=rec.steps, batch_size=rec.batch_size,
-              lr=rec.lr, seed=space.candidate.seed, teacher=self.base,
+              lr=rec.lr, seed=space.candidate.seed, teacher=self.teacher_logits(),
               alpha=rec.distill_alpha, temperature=rec.temperature)
         # Weight storage (int8, clustering) is applied after recovery; the deployed module
         # computes exactly what the compiled graph does, so its accuracy is the compiled one.

@@ -103,6 +103,9 @@ def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
     budgets = space.study.budgets if budgets is None else budgets
     record = _record(space_text, space, profile, artifacts, seed, budgets)
     study.set_user_attr(_ATTR, record)
+    if space.study.references:
+        for label, params in space.reference_points():
+            study.enqueue_trial(params, user_attrs={"reference": label})
     return CanaoStudy(study, space, profile, artifacts.resolve(), seed, budgets, storage_url)
 
 
@@ -204,7 +207,8 @@ def _non_dominated(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.
 def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     acc, lat, mem = t.values
     return {"trial": t.number, "accuracy": acc, "latency_ms": lat, "memory_mb": mem,
-            "arch": t.user_attrs.get("arch"), "fidelity": t.user_attrs.get("fidelity")}
+            "arch": t.user_attrs.get("arch"), "fidelity": t.user_attrs.get("fidelity"),
+            "reference": t.user_attrs.get("reference")}
 
 
 def as_json(rows: list[dict[str, Any]]) -> str:

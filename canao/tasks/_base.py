@@ -71,7 +71,8 @@ def get_task(name: str) -> Task:
     try:
         return _REGISTRY[name]()
     except KeyError:
-        raise TaskError(f"unknown task '{name}'; known tasks: {', '.join(sorted(_REGISTRY))}") from None
+        raise TaskError(f"unknown task '{name}'; known tasks: {', '.join(sorted(_REGISTRY))}, and "
+                        "the text tasks rotten-tomatoes, csv:PATH and jsonl:PATH") from None
 
 
 def task_names() -> list[str]:

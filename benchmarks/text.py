@@ -1,0 +1,250 @@
+"""Text benchmark: a study on Rotten Tomatoes against its base and the hand-designed references.
+
+Runs ``canao search`` (at least 40 trials; the first three are the space's hand-designed
+reference points), then, in this one process:
+
+* builds the base like a candidate (same target profile, same rung, the study's tuning
+  database) and measures its accuracy through the compiled module;
+* measures test accuracy of every front point through its compiled module;
+* times the base and the chosen candidates in interleaved rounds (1 thread), so each
+  latency ratio compares figures taken moments apart; memory is the compiled module's
+  parameter bytes plus its planned workspace (the study's memory objective);
+* checks each reference point for a searched point that matches or dominates it.
+
+    python benchmarks/text.py [--space bert_rotten_tomatoes] [--trials 40] [--rounds 7]
+
+writes ``benchmarks/text.md`` (``--out``) and the raw data beside it as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _timing import interleaved_ms
+
+HERE = Path(__file__).resolve().parent
+MAX_DROP = 0.01  # one point of accuracy below the base
+
+
+def run_search(args: argparse.Namespace) -> float:
+    cmd = [str(Path(sys.executable).parent / "canao"), "search", "--space", args.space,
+           "--target", args.target, "--study", args.study, "--storage", args.storage,
+           "--trials", str(args.trials), "--artifacts", str(Path(args.work) / "artifacts")]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def build_base(cs: Any, task: Any, work: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The base exported, compiled at the study's rung with its tuning database, and measured."""
+    import torch
+
+    from canao import study as st
+    from canao.compile import compile_and_measure
+    from canao.models import load_or_train_base, predict_logits
+    from canao.models.onnx_export import INPUT_NAME, export_onnx
+
+    base, info = load_or_train_base(cs.space, task)
+    folder = work / "base"
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(base, folder / "model.onnx")
+    x = task.split("validation").x[:16]
+    np.save(folder / "reference_x.npy", x)
+    np.save(folder / "reference_logits.npy", predict_logits(base, x).numpy())
+    torch.save({"config": base.config.to_dict(), "state_dict": base.state_dict()},
+               folder / st.CANDIDATE_FILE)
+    result = compile_and_measure(
+        folder / "model.onnx", folder, cs.profile, input_shape=base.config.input_shape(1),
+        input_dtype=base.config.input_dtype, input_name=INPUT_NAME,
+        reference_x=folder / "reference_x.npy", reference_logits=folder / "reference_logits.npy",
+        db_dir=st.tuning_dir(cs))
+    return folder, info, result
+
+
+def compiled_accuracy(folder: Path, split: Any) -> float:
+    from canao.runtime import CompiledModel
+    from canao.tasks import accuracy
+
+    return accuracy(CompiledModel(folder).predict(split.x), split.y)
+
+
+def dominates_or_matches(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` is at least as accurate, as fast and as small as ``b``."""
+    return (a["accuracy"] >= b["accuracy"] and a["latency_ms"] <= b["latency_ms"]
+            and a["memory_mb"] <= b["memory_mb"])
+
+
+def analyse(args: argparse.Namespace, search_s: float) -> dict[str, Any]:
+    import optuna
+
+    from canao import study as st
+    from canao.tasks import load_task
+
+    cs = st.load(args.study, args.storage)
+    task = load_task(cs.space)
+    test = task.split("test")
+    work = Path(args.work)
+    base_dir, base_info, base_res = build_base(cs, task, work)
+    base = {"name": "base", "trial": None, "dir": str(base_dir),
+            "accuracy": base_info["validation_accuracy"],
+            "latency_ms": base_res["latency"]["median_ms"],
+            "memory_mb": (base_res["param_bytes"] + base_res["workspace_bytes"]) / 1e6,
+            "arch": {"hidden": cs.space.base.model.hidden,
+                     "heads": [cs.space.base.model.heads] * cs.space.base.model.layers,
+                     "ffn": [cs.space.base.model.ffn] * cs.space.base.model.layers,
+                     "weights": "fp32", "clusters": 0},
+            "fidelity": base_res["fidelity"], "test_accuracy": compiled_accuracy(base_dir, test)}
+    done = [t for t in cs.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rows = []
+    for t in done:
+        r = st.trial_row(t)
+        r["dir"] = str(st.artifact_dir(t))
+        rows.append(r)
+    front = {r["trial"] for r in st.pareto(cs)}
+    for r in rows:
+        r["front"] = r["trial"] in front
+    refs = [r for r in rows if r["reference"]]
+    searched = [r for r in rows if not r["reference"]]
+    for r in refs:
+        better = [s for s in searched if dominates_or_matches(s, r)]
+        r["beaten_by"] = [s["trial"] for s in better]
+    near = [r for r in rows if r["accuracy"] >= base["accuracy"] - MAX_DROP]
+    picks: dict[str, dict[str, Any]] = {}
+    if near:
+        picks["fastest within 1 point"] = min(near, key=lambda r: r["latency_ms"])
+        picks["smallest within 1 point"] = min(near, key=lambda r: r["memory_mb"])
+    for r in rows:
+        if r["front"] or r["reference"] or any(r is p for p in picks.values()):
+            r["test_accuracy"] = compiled_accuracy(Path(r["dir"]), test)
+    # Interleaved timing of the base and the chosen models, in this process, 1 thread.
+    from canao.runtime import CompiledModel
+
+    timed = {"base": base_dir}
+    for r in [*picks.values(), *refs]:
+        timed[f"trial {r['trial']}"] = Path(r["dir"])
+    engines = {}
+    for name, folder in timed.items():
+        m = CompiledModel(folder)
+        x = m.tensor(test.x[:1])
+        engines[name] = lambda m=m, x=x: m.vm["main"](x, *m.params)
+    samples = interleaved_ms(engines, rounds=args.rounds, inner=args.inner)
+    ratio = {name: statistics.median(b / a for a, b in zip(samples[name], samples["base"]))
+             for name in samples}
+    return {"study": cs.name, "space": cs.space.name, "profile": cs.profile.to_dict(),
+            "search_s": search_s, "trials": len(cs.study.trials), "complete": len(done),
+            "base": base, "rows": rows, "picks": {k: v["trial"] for k, v in picks.items()},
+            "timing_ms": samples, "speedup_vs_base": ratio, "loadavg": list(os.getloadavg())}
+
+
+def _arch(a: dict[str, Any]) -> str:
+    text = f"L{len(a['heads'])} d{a['hidden']} h{a['heads']} ffn{a['ffn']}"
+    return text + (f" {a['weights']}" if a.get("weights", "fp32") != "fp32" else "") + \
+        (f" k{a['clusters']}" if a.get("clusters") else "")
+
+
+def report(d: dict[str, Any], cmd: str) -> str:
+    from canao.measure import describe_machine
+
+    b = d["base"]
+    by_trial = {r["trial"]: r for r in d["rows"]}
+    med = {k: statistics.median(v) for k, v in d["timing_ms"].items()}
+    lines = [
+        "# Text: Rotten Tomatoes polarity, searched front against the base and hand designs", "",
+        f"Generated by `{cmd}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Machine: {describe_machine()['cpu']}, {os.cpu_count()} cores (shared, noisy).",
+        f"Space `{d['space']}`, target profile `{d['profile']['name']}` "
+        f"(`{json.dumps(d['profile']['target'])}`, {d['profile']['threads']} thread), "
+        f"study `{d['study']}`: {d['complete']} of {d['trials']} trials finished; the search "
+        f"took {d['search_s'] / 60:.1f} min.", "",
+        "Accuracy is validation accuracy (the study's objective) and test accuracy measured "
+        "through each compiled module. Latency and memory come from the compiled modules "
+        "(memory = parameter bytes + planned workspace). The speed-up column re-times the "
+        "listed models against the base in interleaved rounds in one process (batch 1, "
+        f"{len(next(iter(d['timing_ms'].values())))} rounds, median of per-round ratios).", "",
+        "## The base", "",
+        f"{_arch(b['arch'])}: validation {b['accuracy']:.4f}, **test {b['test_accuracy']:.4f}**, "
+        f"{b['latency_ms']:.3f} ms ({b['fidelity']}), {b['memory_mb']:.2f} MB.", "",
+        "## Within one point of the base", ""]
+    if d["picks"]:
+        lines += ["| | trial | architecture | validation | test | latency ms | memory MB "
+                  "| speed-up (interleaved) | memory ratio |", "|---|---|---|---|---|---|---|---|---|"]
+        for label, n in d["picks"].items():
+            r = by_trial[n]
+            speedup = d["speedup_vs_base"][f"trial {n}"]
+            lines.append(f"| {label} | {n} | {_arch(r['arch'])} | {r['accuracy']:.4f} | "
+                         f"{r['test_accuracy']:.4f} | {r['latency_ms']:.3f} | "
+                         f"{r['memory_mb']:.3f} | **{speedup:.2f}×** | "
+                         f"**{b['memory_mb'] / r['memory_mb']:.2f}×** |")
+    else:
+        lines.append("No finished trial is within one point of the base's validation accuracy.")
+    lines += ["", "Aim (issue #6): at least 3× lower latency and 4× lower memory at no more "
+              "than one point below the base.", "",
+              "## Hand-designed reference points", "",
+              "| reference | trial | architecture | validation | test | latency ms | memory MB "
+              "| speed-up | matched or dominated by |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        if r["reference"]:
+            beaten = ", ".join(str(n) for n in r["beaten_by"][:6]) or "**none**"
+            speedup = d["speedup_vs_base"][f"trial {r['trial']}"]
+            lines.append(f"| {r['reference']} | {r['trial']} | {_arch(r['arch'])} | "
+                         f"{r['accuracy']:.4f} | {r['test_accuracy']:.4f} | "
+                         f"{r['latency_ms']:.3f} | {r['memory_mb']:.3f} | "
+                         f"{speedup:.2f}× | {beaten} |")
+    lines += ["", "## The searched front", "",
+              "| trial | architecture | validation | test | latency ms | memory MB | latency "
+              "ratio | memory ratio |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in d["rows"] if r["front"]), key=lambda r: -r["accuracy"]):
+        tag = f" ({r['reference']})" if r["reference"] else ""
+        lines.append(f"| {r['trial']}{tag} | {_arch(r['arch'])} | {r['accuracy']:.4f} | "
+                     f"{r['test_accuracy']:.4f} | {r['latency_ms']:.3f} | {r['memory_mb']:.3f} | "
+                     f"{b['latency_ms'] / r['latency_ms']:.2f}× | "
+                     f"{b['memory_mb'] / r['memory_mb']:.2f}× |")
+    lines += ["", "Latency ratio in the front table: base latency over the trial's, both as "
+              "measured by the search (same profile and rung, different moments).", "",
+              "## Interleaved timing (ms, median of rounds)", "",
+              "| model | ms | speed-up vs base |", "|---|---|---|"]
+    for name, v in med.items():
+        lines.append(f"| {name} | {v:.4f} | {d['speedup_vs_base'][name]:.2f}× |")
+    lines += ["", f"Load average at the end: {d['loadavg']}", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="bert_rotten_tomatoes")
+    p.add_argument("--target", default="host-cpu")
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--study", default=f"text-{time.strftime('%Y%m%d-%H%M%S')}")
+    p.add_argument("--storage", default=f"sqlite:///{HERE / '.text.db'}")
+    p.add_argument("--work", default=str(HERE / ".text-work"))
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--inner", type=int, default=20)
+    p.add_argument("--analyse-only", action="store_true", help="Reuse an existing --study.")
+    p.add_argument("--out", default=str(HERE / "text.md"))
+    args = p.parse_args()
+    cmd = "python benchmarks/text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    previous = Path(args.out).with_suffix(".json")
+    if args.analyse_only:  # the search's duration as the run that made the study recorded it
+        old = json.loads(previous.read_text()) if previous.is_file() else {}
+        search_s = old.get("search_s", 0.0) if old.get("study") == args.study else 0.0
+    else:
+        search_s = run_search(args)
+    data = analyse(args, search_s)
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2, default=str))
+    out.write_text(report(data, cmd))
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
