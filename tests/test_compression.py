@@ -134,3 +134,29 @@ def test_compiled_module_stores_the_small_form(digits_base: tuple, tmp_path: Pat
                 "int8-dynamic": "int8"}[weights]
     assert expected in got["param_dtypes"]
     assert acc >= ref_acc - max_loss, (acc, ref_acc)
+
+
+def test_token_embedding_takes_the_weight_storage() -> None:
+    from canao.compress.deploy import DeployEmbedding
+    from canao.models import Encoder, EncoderConfig
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(100, 16)
+    ids = torch.randint(0, 100, (3, 7))
+    q = DeployEmbedding(emb, "int8")
+    assert q.q.dtype == torch.int8 and q.scale.shape == (100, 1)
+    assert q.stored_bytes() == 100 * 16 + 4 * 100
+    err = (q(ids) - emb(ids)).abs() - q.scale[ids] / 2
+    assert float(err.max()) <= 1e-6  # within half a quantisation step of each token's scale
+    half = DeployEmbedding(emb, "fp16")
+    assert half.stored_bytes() == 2 * 100 * 16
+    torch.testing.assert_close(half(ids), emb(ids), rtol=1e-3, atol=1e-3)
+    k = DeployEmbedding(emb, clusters=8)
+    assert len(torch.unique(k(ids))) <= 8
+    c = EncoderConfig(num_classes=2, hidden=16, heads=(2,), ffn=(32,), head_dim=8,
+                      frontend="token", vocab_size=100, max_len=7, style="bert", pad_id=0)
+    model = Encoder(c).eval()
+    assert isinstance(deploy(model, "int8").embed, DeployEmbedding)
+    assert isinstance(deploy(model).embed, torch.nn.Embedding)  # fp32 stays as it is
+    sizes = compressed_bytes(deploy(model, "int8"))
+    assert sizes["fp32"] == 4 * (100 * 16 + 4 * 16 * 16 + 2 * 16 * 32)

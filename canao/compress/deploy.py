@@ -91,13 +91,10 @@ class _DynamicInt8Linear(torch.autograd.Function):
         return g.op("Add", g.op("Mul", acc, g.op("Mul", x_scale, scale)), bias)
 
 
-class DeployLinear(nn.Module):
-    """``y = x @ W + b`` with ``W`` of shape ``(in, out)`` stored as one of ``WEIGHT_KINDS``."""
+class _StoredMatrix(nn.Module):
+    """A 2-D weight held in one of ``WEIGHT_KINDS`` (or clustered); int8 scales along ``axis``."""
 
-    def __init__(self, linear: nn.Linear, weights: str = "fp32", clusters: int = 0) -> None:
-        super().__init__()
-        w = linear.weight.detach().t().contiguous()  # (in, out)
-        self.register_buffer("bias", linear.bias.detach().clone())
+    def _store(self, w: torch.Tensor, weights: str, clusters: int, *, reduce_dim: int) -> None:
         if clusters:
             self.kind = f"clustered-{clusters}"
             idx, codebook = kmeans_1d(w.numpy(), clusters)
@@ -105,7 +102,9 @@ class DeployLinear(nn.Module):
             self.register_buffer("codebook", torch.from_numpy(codebook))
         elif weights in ("int8", "int8-dynamic"):
             self.kind = weights
-            scale = (w.abs().amax(dim=0) / 127.0).clamp(min=1e-12)  # (out,)
+            # One symmetric scale per output channel (linear) or per token (embedding).
+            scale = w.abs().amax(dim=reduce_dim, keepdim=reduce_dim == 1) / 127.0
+            scale = scale.clamp(min=1e-12)
             self.register_buffer("q", torch.round(w / scale).clamp(-127, 127).to(torch.int8))
             self.register_buffer("scale", scale.float())
         elif weights in ("fp16", "bf16"):
@@ -118,18 +117,21 @@ class DeployLinear(nn.Module):
             raise ValueError(f"unknown weight storage '{weights}' ({', '.join(WEIGHT_KINDS)})")
 
     def weight(self) -> torch.Tensor:
-        if self.kind == "fp32":
-            return self.w
-        if self.kind in ("int8", "int8-dynamic"):
-            return self.q.to(torch.float32) * self.scale  # (in, out) * (out,)
-        if self.kind in ("fp16", "bf16"):
-            return self.h.to(torch.float32)
-        return self.codebook[self.idx.to(torch.int64)]  # (in, out) gathered from (k,)
+        return self.rows(None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "int8-dynamic":
-            return _DynamicInt8Linear.apply(x, self.q, self.scale, self.bias)
-        return x @ self.weight() + self.bias
+    def rows(self, ids: torch.Tensor | None) -> torch.Tensor:
+        """The dequantised weight, or only its rows ``ids`` (gathered before widening)."""
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t if ids is None else t[ids]
+
+        if self.kind == "fp32":
+            return take(self.w)
+        if self.kind in ("int8", "int8-dynamic"):
+            scale = self.scale if ids is None or self.scale.dim() == 1 else take(self.scale)
+            return take(self.q).to(torch.float32) * scale
+        if self.kind in ("fp16", "bf16"):
+            return take(self.h).to(torch.float32)
+        return self.codebook[take(self.idx).to(torch.int64)]  # gathered from (k,)
 
     def stored_bytes(self) -> int:
         """Bytes of the weight's stored form (bias excluded)."""
@@ -138,16 +140,47 @@ class DeployLinear(nn.Module):
         return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in names)
 
 
+class DeployLinear(_StoredMatrix):
+    """``y = x @ W + b`` with ``W`` of shape ``(in, out)`` stored as one of ``WEIGHT_KINDS``."""
+
+    def __init__(self, linear: nn.Linear, weights: str = "fp32", clusters: int = 0) -> None:
+        super().__init__()
+        self.register_buffer("bias", linear.bias.detach().clone())
+        self._store(linear.weight.detach().t().contiguous(), weights, clusters, reduce_dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "int8-dynamic":
+            return _DynamicInt8Linear.apply(x, self.q, self.scale, self.bias)
+        return x @ self.weight() + self.bias
+
+
+class DeployEmbedding(_StoredMatrix):
+    """A token embedding table ``(vocab, hidden)`` in compressed storage; only the looked-up
+    rows are widened (ONNX ``Gather`` on the stored form, then ``Cast``/``Mul``). int8 keeps
+    one scale per token; ``int8-dynamic`` stores it like weight-only int8 (a lookup has no
+    matmul to make integer)."""
+
+    def __init__(self, embedding: nn.Embedding, weights: str = "fp32", clusters: int = 0) -> None:
+        super().__init__()
+        self._store(embedding.weight.detach().contiguous(), weights, clusters, reduce_dim=1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.rows(ids)
+
+
 BLOCK_LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "fc1", "fc2")
 
 
 def deploy(model: Encoder, weights: str = "fp32", clusters: int = 0) -> Encoder:
-    """A copy of ``model`` whose block linears store their weights as asked.
+    """A copy of ``model`` whose block linears, and token embedding, store their weights as asked.
 
-    The patch/token embedding, norms and classifier stay fp32: they are a small share of the
-    bytes and the most sensitive to error.
+    A text model's embedding table is most of its bytes at small widths (vocabulary x hidden),
+    so it takes the same storage; the patch embedding, norms, pooler and classifier stay fp32:
+    they are a small share of the bytes and the most sensitive to error.
     """
     out = copy.deepcopy(model).eval()
+    if isinstance(out.embed, nn.Embedding) and (weights != "fp32" or clusters):
+        out.embed = DeployEmbedding(out.embed, weights, clusters)
     for block in out.blocks:
         for path in BLOCK_LINEARS:
             owner_path, _, name = path.rpartition(".")
@@ -157,8 +190,8 @@ def deploy(model: Encoder, weights: str = "fp32", clusters: int = 0) -> Encoder:
 
 
 def compressed_bytes(model: nn.Module) -> dict[str, int]:
-    """Stored weight bytes of the deploy linears, and what they would be in fp32."""
-    layers = [m for m in model.modules() if isinstance(m, DeployLinear)]
+    """Stored weight bytes of the deploy linears and embeddings, and what they would be in fp32."""
+    layers = [m for m in model.modules() if isinstance(m, _StoredMatrix)]
     stored = sum(m.stored_bytes() for m in layers)
     fp32 = sum(4 * m.weight().numel() for m in layers)
     return {"stored": stored, "fp32": fp32}

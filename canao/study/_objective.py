@@ -14,6 +14,10 @@ import numpy as np
 import optuna
 
 from canao import __version__, _config
+
+# Bump when building a candidate changes what a cached measurement would be
+# (2: token embeddings take the trial's weight storage).
+CANDIDATE_RECIPE = 2
 from canao._locks import file_lock
 from canao.errors import CandidateError
 from canao.study import _provenance
@@ -86,7 +90,7 @@ class Objective:
             "candidate": _config.to_dict(self.cs.space.candidate), "target": p.target,
             "threads": p.threads, "measure": _config.to_dict(p.measure),
             "fidelity": fidelity(p)[0], "tvm": _installed("apache-tvm"),
-            "canao": __version__,
+            "canao": __version__, "recipe": CANDIDATE_RECIPE,
         }, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
