@@ -281,3 +281,26 @@ def test_minilm_from_its_wheel_equals_transformers(tmp_path: Path) -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     task = load_task(space)  # the checkpoint's own vocabulary tokenises the task
     assert task.split("validation").x.shape == (1202, 64) and task.split("train").x.max() < 30522
+
+
+def test_resume_refuses_changed_task_data(tmp_path: Path, capsys) -> None:
+    """A study's data file edited after the search: resume stops, nothing is added."""
+    import optuna
+
+    from canao import study as st
+
+    data = _write_csv(tmp_path / "reviews.csv", _reviews(60))
+    space = tmp_path / "space.yaml"
+    space.write_text(_space_text("rotten-tomatoes").replace("references: true", "references: false")
+                     .replace("steps: 10", "steps: 0"))
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert main(["search", "--space", str(space), "--target", "tests/data/fast-cpu.json",
+                 "--study", "t", "--trials", "1", "--task", f"csv:{data}", "--text-column",
+                 "review", "--label-column", "sentiment", "--storage", db,
+                 "--artifacts", str(tmp_path / "art")]) == 0
+    _write_csv(data, _reviews(66))  # six more rows
+    capsys.readouterr()
+    assert main(["resume", "--study", "t", "--trials", "1", "--storage", db]) == 2
+    assert "start a new study" in capsys.readouterr().err
+    trials = optuna.load_study(study_name="t", storage=db).get_trials()
+    assert len(trials) == 1 and st.load("t", db).space.task == f"csv:{data.resolve()}"

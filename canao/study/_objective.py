@@ -30,6 +30,22 @@ MEASUREMENT_FILE = "measurement.json"  # written last: its presence marks a comp
 REFERENCE_SAMPLES = 16  # validation images whose compiled outputs are checked against torch
 
 
+def _check_same_base(cs: CanaoStudy, task: Any) -> None:
+    """Refuse to add trials built from another base than the study's earlier ones (the task's
+    data file, the base recipe or torch changed): their accuracies would not be comparable."""
+    from canao.errors import StorageError
+    from canao.models import base_key
+
+    key = base_key(cs.space, task)
+    done = cs.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    earlier = {t.user_attrs["base"] for t in done if "base" in t.user_attrs}
+    if earlier and key not in earlier:
+        raise StorageError(
+            f"study '{cs.name}' was searched with base {', '.join(sorted(earlier))}, but its "
+            f"task data, base recipe or torch version now give base {key}; trials from both "
+            "would not be comparable: start a new study")
+
+
 class Objective:
     """Callable Optuna objective for a canao study (base and task are loaded once)."""
 
@@ -41,6 +57,7 @@ class Objective:
         self.cs = cs
         self.task = load_task(cs.space)
         self._teacher_logits: Any = None
+        _check_same_base(cs, self.task)
         self.base, self.base_info = load_or_train_base(cs.space, self.task)
         # One ranking of the base's units serves every candidate of the study.
         self.scores, self.importance = importance_scores(
