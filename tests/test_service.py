@@ -75,6 +75,9 @@ class Server:
                 raise AssertionError(f"canao serve did not start: {self.log.read_text()}")
             time.sleep(0.3)
 
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def call(self, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None, auth: str | None = "token",
              timeout: float = 300) -> tuple[int, dict[str, str], bytes]:
