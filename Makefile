@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.canao-installed
 DEMO_TRIALS ?= 6
 
-.PHONY: demo test test-fast lint clean cross-tools
+.PHONY: demo test test-fast lint clean cross-tools browser-tools
 CROSS_CXX := aarch64-linux-gnu-g++
 
 $(STAMP): pyproject.toml
@@ -27,7 +27,16 @@ cross-tools:
 	    { apt-get update -q && apt-get install -y -q g++-aarch64-linux-gnu; }; } >/dev/null 2>&1 || \
 	  echo "warning: could not install g++-aarch64-linux-gnu; the cross-compiling test will skip"; }
 
-test: $(STAMP) cross-tools
+# Debian's chromium and its driver for the Pareto page's browser test (selenium drives them;
+# needs root; skipped with a warning, and that test then skips, except under CI=true).
+browser-tools:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium and chromium-driver for tests/test_service_e2e.py"; \
+	  { apt-get install -y -q chromium chromium-driver || \
+	    { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; } >/dev/null 2>&1 || \
+	  echo "warning: could not install chromium; the browser test will skip"; }
+
+test: $(STAMP) cross-tools browser-tools
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
@@ -37,4 +46,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check canao tests benchmarks
 
 clean:
-	rm -rf $(VENV) canao_artifacts canao.db canao.db.canao-worker.lock .pytest_cache
+	rm -rf $(VENV) canao_artifacts canao_service canao.db canao.db.canao-worker.lock .pytest_cache
