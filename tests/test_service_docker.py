@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -117,8 +118,9 @@ def test_compose_topology_as_loopback_processes(postgres_url: str, tmp_path: Pat
                 cmd[0] = str(bin_dir / ("canao" if cmd[0] == "canao" else "python"))
             env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
             logs[name] = tmp_path / f"{name}.log"
+            # a session of its own: the tracker's helper process is stopped with it
             procs.append(subprocess.Popen(cmd, env=env, stdout=logs[name].open("w"),
-                                          stderr=subprocess.STDOUT))
+                                          stderr=subprocess.STDOUT, start_new_session=True))
         api, tracker, dashboard = procs
         base = f"http://127.0.0.1:{ports['api']}"
         _wait("api", lambda: _get(f"{base}/api/health")[0] == 200, api, logs["api"])
@@ -133,9 +135,10 @@ def test_compose_topology_as_loopback_processes(postgres_url: str, tmp_path: Pat
             "127.0.0.1", ports["tracker"]).text_summary(), tracker, logs["tracker"])
     finally:
         for p in procs:
-            p.terminate()
+            os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
