@@ -77,6 +77,29 @@ def test_search_with_two_workers_front_and_export(postgres_url: str, tmp_path: P
         (bundle / "params.npz").write_bytes(b"x")
         with pytest.raises(Exception, match="does not match its checksum"):
             verify_checksums(bundle)
+
+        # Resume: one more trial; a second resume while it runs is refused.
+        status, res = server.json("POST", f"/api/studies/{name}/resume", {"trials": 1})
+        assert status == 202 and res["run"]["goal"] == 3, res
+        assert server.json("POST", f"/api/studies/{name}/resume", {"trials": 1})[0] == 409
+        assert server.wait_done(name)["states"] == {"COMPLETE": 3}
+        # Stop: the run's workers are interrupted; the trial they were running fails.
+        status, res = server.json("POST", f"/api/studies/{name}/resume", {"trials": 6, "workers": 2})
+        assert status == 202, res
+        end = time.monotonic() + 300
+        while _states(postgres_url, name).get("RUNNING", 0) < 1:
+            assert time.monotonic() < end, server.log.read_text()[-3000:]
+            time.sleep(0.3)
+        status, res = server.json("POST", f"/api/studies/{name}/stop")
+        assert status == 200 and res["run"]["stopped"], res
+        run = server.wait_done(name, timeout=120)["progress"]["run"]
+        assert {w["state"] for w in run["workers"]} <= {"stopped", "finished"}, run
+        # Usually the worker marks its trial FAIL on the way out; an interrupt that lands
+        # while Optuna is still setting the trial up leaves it RUNNING until a later
+        # worker's --grace-s fails and re-runs it (canao worker's behaviour, not the service's).
+        states = _states(postgres_url, name)
+        assert states.get("COMPLETE") == 3 and states.get("FAIL", 0) + states.get("RUNNING", 0) >= 1, \
+            states
     finally:
         server.stop()
 
