@@ -296,3 +296,12 @@ def test_service_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ})
     assert out.stdout.strip() == ""
+
+
+def test_serve_refuses_an_unreachable_database_at_start(tmp_path: Path) -> None:
+    code, text = run_cli("serve", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"),
+                         "--storage", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    errors = [ln for ln in text.splitlines() if ln.startswith("canao: error:")]
+    assert code == 2 and len(errors) == 1 and "cannot open study database" in errors[0], text
+    code, text = run_cli("serve", "--heartbeat-s", "10", "--grace-s", "5")
+    assert code == 2 and "--grace-s (5) must be longer" in text

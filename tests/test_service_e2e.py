@@ -98,7 +98,7 @@ def test_search_with_two_workers_front_and_export(postgres_url: str, tmp_path: P
         # while Optuna is still setting the trial up leaves it RUNNING until a later
         # worker's --grace-s fails and re-runs it (canao worker's behaviour, not the service's).
         states = _states(postgres_url, name)
-        assert states.get("COMPLETE") == 3 and states.get("FAIL", 0) + states.get("RUNNING", 0) >= 1, \
+        assert states.get("COMPLETE", 0) >= 3 and states.get("FAIL", 0) + states.get("RUNNING", 0) >= 1, \
             states
     finally:
         server.stop()
@@ -161,7 +161,9 @@ def test_pareto_page_in_headless_chromium(chromium: tuple[str, str], tmp_path: P
         assert status == 201, body
         browser = webdriver.Chrome(options=options, service=Driver(chromium[1]))
         browser.get(f"{server.base()}/studies/page")  # opened while the worker runs
-        wait = WebDriverWait(browser, 400, poll_frequency=1)
+        wait = WebDriverWait(browser, 400, poll_frequency=0.5)
+        first = wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-points"))
+        assert int(first) < 2  # drawn before the trials finished: what follows is the refresh
         wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-points") == "2")
         done = server.wait_done("page")
         assert done["states"] == {"COMPLETE": 2}

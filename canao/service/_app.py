@@ -400,8 +400,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 if not bundle.exists():
                     export_bundle(cs, chosen, bundle)
                 _archive(bundle, archive, f"{name}-{eid}")
-        sums = dict(reversed(line.split("  ", 1))
-                    for line in (bundle / SUMS_FILE).read_text().splitlines())
+        sums = {file: digest for digest, file in
+                (line.split("  ", 1) for line in (bundle / SUMS_FILE).read_text().splitlines())}
         return {"study": name, "trial": chosen.number, "export": eid,
                 "download": f"/api/studies/{name}/exports/{archive.name}",
                 "sha256": sha256_file(archive), "bytes": archive.stat().st_size,
