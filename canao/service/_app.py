@@ -248,7 +248,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         yield
         service.pool.shutdown()
 
-    app = FastAPI(title="canao", version=__version__, lifespan=lifespan,
+    # No /docs or /redoc: their pages load scripts from a CDN, and canao runs offline;
+    # /openapi.json is the description.
+    app = FastAPI(title="canao", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Compiler-aware architecture search as a service: studies, "
                               "workers, the Pareto front and compiled exports over one study "
                               "database.")
