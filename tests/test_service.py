@@ -305,3 +305,10 @@ def test_serve_refuses_an_unreachable_database_at_start(tmp_path: Path) -> None:
     assert code == 2 and len(errors) == 1 and "cannot open study database" in errors[0], text
     code, text = run_cli("serve", "--heartbeat-s", "10", "--grace-s", "5")
     assert code == 2 and "--grace-s (5) must be longer" in text
+
+
+def test_trials_are_shared_out_over_workers() -> None:
+    from canao.service._workers import split
+
+    assert split(2, 2) == [1, 1] and split(3, 2) == [2, 1] and split(1, 4) == [1]
+    assert split(10, 3) == [4, 3, 3] and sum(split(17, 5)) == 17
