@@ -141,7 +141,10 @@ def test_ctrl_c_stops_a_worker_with_its_trial_marked(tmp_path: Path) -> None:
     _wait_for("a running trial", lambda: any(
         t.state == optuna.trial.TrialState.RUNNING for t in _trials(url, name)))
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130, log.read_text()
+    # canao returns 130; CPython 3.11 instead re-raises SIGINT at exit (-2 here, 130 in a shell)
+    # when the interrupt landed inside an exec'd string, such as a dataclass being defined by
+    # a lazy import mid-trial: both say "interrupted by Ctrl-C".
+    assert proc.wait(timeout=120) in (130, -signal.SIGINT), log.read_text()
     assert "canao: interrupted" in log.read_text()
     states = Counter(t.state for t in _trials(url, name))
     assert states == {Done: 1, optuna.trial.TrialState.FAIL: 1}  # none left RUNNING

@@ -129,7 +129,7 @@ class WorkerPool:
             run.stopped = True
             for w in run.live():
                 w.stopping = True
-                w.popen.send_signal(signal.SIGINT)  # the worker fails its trial and exits 130
+                w.popen.send_signal(signal.SIGINT)  # it fails its trial, exits 130 or by SIGINT
             run.event("stop", f"stop asked: {len(run.live())} worker(s) interrupted")
             return run
 
