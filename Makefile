@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.canao-installed
 DEMO_TRIALS ?= 6
 
-.PHONY: demo test test-fast lint clean cross-tools browser-tools
+.PHONY: demo test test-fast lint clean cross-tools browser-tools compose-tools
 CROSS_CXX := aarch64-linux-gnu-g++
 
 $(STAMP): pyproject.toml
@@ -36,7 +36,17 @@ browser-tools:
 	    { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; } >/dev/null 2>&1 || \
 	  echo "warning: could not install chromium; the browser test will skip"; }
 
-test: $(STAMP) cross-tools browser-tools
+# A Compose client to validate docker/compose.yaml (this machine has the docker client without
+# its compose plugin; Debian's docker-compose reads the same file). Needs root; the check skips
+# without it.
+compose-tools:
+	@{ docker compose version || command -v docker-compose; } >/dev/null 2>&1 || { \
+	  echo "installing Debian's docker-compose to validate docker/compose.yaml"; \
+	  { apt-get install -y -q docker-compose || \
+	    { apt-get update -q && apt-get install -y -q docker-compose; }; } >/dev/null 2>&1 || \
+	  echo "warning: could not install docker-compose; the compose validation will skip"; }
+
+test: $(STAMP) cross-tools browser-tools compose-tools
 	$(BIN)/pytest
 
 test-fast: $(STAMP)

@@ -108,6 +108,7 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
     from canao.compile import check_target
     from canao.space import load_space, resolve_shipped
     from canao.targets import load_profile
+    from canao.tasks import check_task
 
     # Everything a user could have got wrong is checked before the database is touched.
     space = load_space(space_path)
@@ -117,10 +118,10 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
     if task_name or any(columns.values()):
         space, space_text = _with_task(space, task_name, columns)
     profile = load_profile(target_path)
-    _check_task(space)
+    check_task(space)
     check_target(profile)
     name = study_name or f"{space.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _check_name(name)
+    st.check_study_name(name)
     folder = artifacts or Path(os.environ.get("CANAO_ARTIFACTS", "canao_artifacts"))
     url = _storage(storage)
     with st.sole_sqlite_worker(url):
@@ -183,30 +184,6 @@ def _with_task(space: Any, task_name: str | None,
     d.pop("name", None)
     text = yaml.safe_dump(d, sort_keys=False)
     return parse_space(text, where="the space with --task", name=space.name), text
-
-
-def _check_task(space: Any) -> None:
-    """Read the task's data now, so a bad file or column fails before the study exists."""
-    from canao.tasks import get_task, is_text_task, text_data
-
-    if is_text_task(space.task):
-        text_data(space.task, space.data)
-    else:
-        get_task(space.task)
-    if space.base.model.checkpoint:
-        from canao.models.hf import check_checkpoint
-        from canao.tasks import checkpoint_folder
-
-        check_checkpoint(checkpoint_folder(space.base.model.checkpoint), space.base.model,
-                         f"space '{space.name}'")
-
-
-def _check_name(name: str) -> None:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
-        raise CanaoError(f"study name {name!r}: use letters, digits, '.', '_' and '-' "
-                         "(at most 128, not starting with a punctuation mark)")
 
 
 def _continue_options(f: Any) -> Any:

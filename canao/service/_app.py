@@ -174,9 +174,7 @@ class Service:
 
 def check_name(name: str) -> None:
     """The CLI's own rule for study names: nothing that can become a path outside a folder."""
-    from canao.cli import _check_name
-
-    _check_name(name)
+    st.check_study_name(name)
 
 
 def _read_upload(upload: UploadFile, limit: int, what: str) -> str:
@@ -312,12 +310,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         max_accuracy_drop: Annotated[float | None, Form(ge=0)] = None,
     ) -> dict[str, Any]:
         """Start a search: validate as ``canao search`` does, create the study, start workers."""
-        from canao.cli import _check_task
         from canao.compile import check_target
         from canao.space import parse_space
         from canao.space._space import MAX_SPACE_BYTES
         from canao.targets import parse_profile
         from canao.targets._profile import MAX_PROFILE_BYTES
+        from canao.tasks import check_task
 
         if name is not None:
             check_name(name)
@@ -329,7 +327,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         profile_text, profile_name, twhere = _input(target, target_file, "tvm_targets", ".json",
                                                     "target profile", "target", MAX_PROFILE_BYTES)
         profile = parse_profile(profile_text, where=twhere, name=profile_name)
-        _check_task(parsed)
+        check_task(parsed)
         check_target(profile)
         budgets = st.with_overrides(parsed.study.budgets, max_latency_ms=max_latency_ms,
                                     max_memory_mb=max_memory_mb,

@@ -10,7 +10,7 @@ from pathlib import Path
 from canao.errors import CanaoError
 
 MIN_TOKEN_CHARS = 16  # a bearer token shorter than this is guessable; refuse it at start
-# Study names follow the CLI's rule (canao.cli._check_name); export identifiers are ours.
+# Study names follow the CLI's rule (canao.study.check_study_name); export identifiers are ours.
 EXPORT_ID = re.compile(r"trial-(\d{1,9})")
 
 

@@ -15,7 +15,7 @@ import optuna
 from canao import _config
 from canao.service._config import ServiceError
 from canao.space import ArchConfig
-from canao.study import CanaoStudy, front, trial_row
+from canao.study import CanaoStudy, front, is_feasible, trial_row
 
 PAGE = "pareto.html"
 _DATA_SLOT = "/*CANAO_DATA*/null"  # the page fetches its data unless it is written here
@@ -30,11 +30,10 @@ def plot_points(cs: CanaoStudy) -> dict[str, Any]:
                 None)
     points = []
     for t in done:
-        violations = cs.budgets.violations(*t.values, t.user_attrs.get("base_accuracy", t.values[0]))
         row = trial_row(t)
         label = ArchConfig.from_dict(row["arch"]).describe() if row["arch"] else "?"
         points.append({**row, "label": label, "pareto": t.number in on_front,
-                       "feasible": all(v <= 0 for v in violations),
+                       "feasible": is_feasible(t, cs.budgets),
                        "cache_hit": bool(t.user_attrs.get("cache_hit"))})
     counts: dict[str, int] = {}
     for t in cs.study.get_trials(deepcopy=False):

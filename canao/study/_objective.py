@@ -14,16 +14,16 @@ import numpy as np
 import optuna
 
 from canao import __version__, _config
-
-# Bump when building a candidate changes what a cached measurement would be
-# (2: token embeddings take the trial's weight storage).
-CANDIDATE_RECIPE = 2
 from canao._locks import file_lock
 from canao.errors import CandidateError
 from canao.study import _provenance
 from canao.study._study import CanaoStudy
 
 log = logging.getLogger(__name__)
+
+# Bump when building a candidate changes what a cached measurement would be
+# (2: token embeddings take the trial's weight storage).
+CANDIDATE_RECIPE = 2
 
 CANDIDATE_FILE = "candidate.pt"
 MEASUREMENT_FILE = "measurement.json"  # written last: its presence marks a complete artifact

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import warnings
 from collections import Counter
@@ -14,7 +15,7 @@ from typing import Any
 import optuna
 
 from canao import __version__, _config
-from canao.errors import StorageError
+from canao.errors import CanaoError, StorageError
 from canao.space import Budgets, SearchSpace, parse_space
 from canao.study._storage import Heartbeat, open_storage, redact
 from canao.targets import TargetProfile, parse_profile
@@ -24,6 +25,14 @@ log = logging.getLogger(__name__)
 OBJECTIVES = ("accuracy", "latency_ms", "memory_mb")
 DIRECTIONS = ("maximize", "minimize", "minimize")
 _ATTR = "canao"  # the study user attribute holding canao's record of the study
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_study_name(name: str) -> None:
+    """Study names become folder names: nothing that can reach a path outside a folder."""
+    if not _NAME.fullmatch(name):
+        raise CanaoError(f"study name {name!r}: use letters, digits, '.', '_' and '-' "
+                         "(at most 128, not starting with a punctuation mark)")
 
 
 @dataclass
@@ -161,6 +170,15 @@ def pareto(cs: CanaoStudy, budgets: Budgets | None = None) -> list[dict[str, Any
     return front(cs, budgets)["front"]
 
 
+def violations(t: optuna.trial.FrozenTrial, budgets: Budgets) -> list[float]:
+    """How far a finished trial's stored values break each budget (<= 0: met)."""
+    return budgets.violations(*t.values, t.user_attrs.get("base_accuracy", t.values[0]))
+
+
+def is_feasible(t: optuna.trial.FrozenTrial, budgets: Budgets) -> bool:
+    return all(v <= 0 for v in violations(t, budgets))
+
+
 def front(cs: CanaoStudy, budgets: Budgets | None = None, nearest: int = 3) -> dict[str, Any]:
     """The feasible front, how many finished trials break a budget, and (when none meets
     them all) the ``nearest`` trials by total relative violation.
@@ -172,9 +190,9 @@ def front(cs: CanaoStudy, budgets: Budgets | None = None, nearest: int = 3) -> d
     done = cs.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
     def violation(t: optuna.trial.FrozenTrial) -> list[float]:
-        return budgets.violations(*t.values, t.user_attrs.get("base_accuracy", t.values[0]))
+        return violations(t, budgets)
 
-    feasible = [t for t in done if all(v <= 0 for v in violation(t))]
+    feasible = [t for t in done if is_feasible(t, budgets)]
     rows = [trial_row(t) for t in _non_dominated(feasible)]
     out: dict[str, Any] = {
         "budgets": _config.to_dict(budgets), "finished": len(done),

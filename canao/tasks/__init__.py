@@ -4,6 +4,7 @@ from canao.tasks._base import SPLITS, Split, Task, accuracy, get_task, register_
 from canao.tasks._digits import DigitsTask
 from canao.tasks._load import (
     PRETRAINED,
+    check_task,
     checkpoint_folder,
     is_text_task,
     load_task,
@@ -23,6 +24,7 @@ __all__ = [
     "TextData",
     "TextTask",
     "accuracy",
+    "check_task",
     "checkpoint_folder",
     "encode",
     "get_task",

@@ -102,3 +102,17 @@ def load_task(space: Any) -> Task:
     if m.frontend != "token":
         raise TaskError(f"task '{space.task}' is text: its base needs 'frontend: token'")
     return TextTask(data, base_tokenizer(m, data), m.max_len)
+
+
+def check_task(space: Any) -> None:
+    """Read a space's task data (and its checkpoint) now, so that a bad file, column or
+    checkpoint fails before a study exists."""
+    if is_text_task(space.task):
+        text_data(space.task, space.data)
+    else:
+        get_task(space.task)
+    if space.base.model.checkpoint:
+        from canao.models.hf import check_checkpoint
+
+        check_checkpoint(checkpoint_folder(space.base.model.checkpoint), space.base.model,
+                         f"space '{space.name}'")
