@@ -67,10 +67,11 @@ def _print_front(rows: list[dict[str, Any]]) -> None:
 
 
 def _run_and_report(cs: Any, trials: int | None, timeout: float | None, progress: bool,
-                    salt: int = 0) -> None:
+                    salt: int = 0, take_sigint: bool = False) -> None:
     from canao.study import front, run
 
-    done = run(cs, n_trials=trials, timeout=timeout, progress=progress, salt=salt)
+    done = run(cs, n_trials=trials, timeout=timeout, progress=progress, salt=salt,
+               take_sigint=take_sigint)
     total = len(cs.study.trials)
     from canao.compile import fidelity
 
@@ -205,7 +206,8 @@ def _continue_options(f: Any) -> Any:
 
 
 def _continue(obj: dict[str, Any], study_name: str, storage: str | None, trials: int,
-              timeout: float | None, heartbeat_s: int, grace_s: int, salt: int = 0) -> None:
+              timeout: float | None, heartbeat_s: int, grace_s: int, salt: int = 0,
+              take_sigint: bool = False) -> None:
     from canao import study as st
 
     if grace_s <= heartbeat_s:
@@ -213,7 +215,7 @@ def _continue(obj: dict[str, Any], study_name: str, storage: str | None, trials:
     url = _storage(storage)
     with st.sole_sqlite_worker(url):
         cs = st.load(study_name, url, heartbeat=st.Heartbeat(heartbeat_s, grace_s))
-        _run_and_report(cs, trials, timeout, obj["progress"], salt)
+        _run_and_report(cs, trials, timeout, obj["progress"], salt, take_sigint)
 
 
 @cli.command()
@@ -231,8 +233,10 @@ def worker(obj: dict[str, Any], **kwargs: Any) -> None:
     Workers on any machines share one study through its database (PostgreSQL; a SQLite
     file takes one worker). A worker that dies leaves a trial that any worker, on
     starting its next trial, fails and re-runs once with the same parameters (see --grace-s).
+    SIGINT stops a worker after failing its running trial, even when it was started with
+    SIGINT ignored (a background job of a script): that is how a service stops its workers.
     """
-    _continue(obj, **kwargs, salt=os.getpid())
+    _continue(obj, **kwargs, salt=os.getpid(), take_sigint=True)
 
 
 @cli.command()

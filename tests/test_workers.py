@@ -137,7 +137,14 @@ def test_ctrl_c_stops_a_worker_with_its_trial_marked(tmp_path: Path) -> None:
     url, name = f"sqlite:///{tmp_path / 'canao.db'}", "interrupted"
     _create(url, name, tmp_path)
     log = tmp_path / "worker.log"
-    proc = _worker(url, name, 3, log)
+    # More trials than the worker can run before the signal: it must stop, not finish. It
+    # starts with SIGINT ignored, as a script's background job (or a service started as
+    # one) starts it: a worker takes SIGINT all the same.
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = _worker(url, name, 20, log)
+    finally:
+        signal.signal(signal.SIGINT, saved)
     _wait_for("a running trial", lambda: any(
         t.state == optuna.trial.TrialState.RUNNING for t in _trials(url, name)))
     proc.send_signal(signal.SIGINT)
@@ -147,4 +154,42 @@ def test_ctrl_c_stops_a_worker_with_its_trial_marked(tmp_path: Path) -> None:
     assert proc.wait(timeout=120) in (130, -signal.SIGINT), log.read_text()
     assert "canao: interrupted" in log.read_text()
     states = Counter(t.state for t in _trials(url, name))
-    assert states == {Done: 1, optuna.trial.TrialState.FAIL: 1}  # none left RUNNING
+    assert states[optuna.trial.TrialState.FAIL] == 1, states  # the interrupted trial
+    assert set(states) == {Done, optuna.trial.TrialState.FAIL}, states  # none left RUNNING
+    assert states[Done] < 21, states
+
+
+def test_ctrl_c_swallowed_by_native_code_still_stops_the_run(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code that consumes the KeyboardInterrupt (native code polling Python's signals
+    mid-call) must not let the run go on: canao remembers the Ctrl-C, fails the trial, stops."""
+    import canao.compile
+
+
+    real = canao.compile.compile_and_measure
+
+    def swallowing(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs at a bytecode boundary in here
+                pass
+        except KeyboardInterrupt:
+            pass  # what a native library that eats the interrupt does
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(canao.compile, "compile_and_measure", swallowing)
+    url = f"sqlite:///{tmp_path / 'canao.db'}"
+    # Python's own handler, as in a terminal (pytest may run with SIGINT ignored, as a
+    # background job of a script does: then a search leaves it ignored).
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, text = run_cli("-q", "search", "--space", str(TINY_SPACE), "--target",
+                             str(FAST_TARGET), "--study", "swallowed", "--storage", url,
+                             "--trials", "5", "--artifacts", str(tmp_path / "artifacts"))
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert code == 130, text
+    assert "canao: interrupted" in text
+    assert [t.state for t in _trials(url, "swallowed")] == [optuna.trial.TrialState.FAIL]
+    assert after is signal.default_int_handler  # canao's handler is gone after the run

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import signal
+import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,7 @@ class Objective:
         self.cs = cs
         self.task = load_task(cs.space)
         self._teacher_logits: Any = None
+        self.interrupted: Callable[[], bool] = lambda: False  # set by run()
         _check_same_base(cs, self.task)
         self.base, self.base_info = load_or_train_base(cs.space, self.task)
         # One ranking of the base's units serves every candidate of the study.
@@ -71,7 +76,7 @@ class Objective:
         trial.set_user_attr("base_accuracy", self.base_info["validation_accuracy"])
         trial.set_user_attr("importance", self.cs.space.candidate.importance)
         try:
-            return self._evaluate(trial, arch)
+            values = self._evaluate(trial, arch)
         except Exception as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             if not isinstance(e, CandidateError):
@@ -80,6 +85,12 @@ class Objective:
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
             log.warning("trial %d failed: %s", trial.number, reason)
             raise CandidateError(reason) from e
+        self.check_interrupt()  # a Ctrl-C that native code swallowed still fails the trial
+        return values
+
+    def check_interrupt(self) -> None:
+        if self.interrupted():
+            raise KeyboardInterrupt
 
     def teacher_logits(self) -> Any:
         """The base's logits on the training split, computed once per process."""
@@ -186,6 +197,7 @@ class Objective:
         train(model, self.task.split("train"), steps=rec.steps, batch_size=rec.batch_size,
               lr=rec.lr, seed=space.candidate.seed, teacher=self.teacher_logits(),
               alpha=rec.distill_alpha, temperature=rec.temperature)
+        self.check_interrupt()
         # Weight storage (int8, clustering) is applied after recovery; the deployed module
         # computes exactly what the compiled graph does, so its accuracy is the compiled one.
         deployed = deploy(model, arch.weights, arch.clusters)
@@ -231,8 +243,12 @@ def _installed(dist: str) -> str:
 
 
 def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
-        progress: bool = True, salt: int = 0) -> int:
-    """Run trials on ``cs``; returns how many finished. A failing candidate fails its trial."""
+        progress: bool = True, salt: int = 0, take_sigint: bool = False) -> int:
+    """Run trials on ``cs``; returns how many finished. A failing candidate fails its trial.
+
+    Ctrl-C (SIGINT) fails the running trial and stops the run with KeyboardInterrupt. A
+    process started with SIGINT ignored keeps ignoring it unless ``take_sigint``.
+    """
     from tqdm import tqdm
 
     if cs.storage_url:
@@ -246,13 +262,45 @@ def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
         bar.update(1)
         if trial.values:
             bar.set_postfix(acc=f"{trial.values[0]:.3f}", ms=f"{trial.values[1]:.3f}")
+        if objective.interrupted():
+            study.stop()
 
     try:
-        cs.study.optimize(objective, n_trials=n_trials, timeout=timeout,
-                          catch=(CandidateError,), callbacks=[tick], gc_after_trial=True)
+        with _interrupts(take_sigint) as objective.interrupted:
+            cs.study.optimize(objective, n_trials=n_trials, timeout=timeout,
+                              catch=(CandidateError,), callbacks=[tick], gc_after_trial=True)
+            if objective.interrupted():
+                raise KeyboardInterrupt
     finally:
         bar.close()
     return _complete(cs) - before
+
+
+@contextlib.contextmanager
+def _interrupts(take: bool) -> Iterator[Callable[[], bool]]:
+    """Remember a Ctrl-C as well as raising KeyboardInterrupt for it.
+
+    Code inside a trial that catches the KeyboardInterrupt (native code polls Python's
+    signals mid-call: TVM's FFI registers PyErr_CheckSignals for that) cannot make the run
+    go on: the remembered flag still fails the trial and stops the run. Python's own handler
+    is replaced only where it is installed, or where ``take`` says to replace any (SIG_IGN
+    is inherited by a background job of a non-interactive shell, and by its children).
+    """
+    if threading.current_thread() is not threading.main_thread() or not (
+            take or signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        yield lambda: False
+        return
+    seen = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        seen.set()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield seen.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _complete(cs: CanaoStudy) -> int:
