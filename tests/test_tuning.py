@@ -93,3 +93,34 @@ def test_a_repeated_architecture_is_a_cache_hit(tmp_path: Path) -> None:
     assert all(t.user_attrs["build_s"] < 1.0 for t in trials[1:])
     assert [t.values for t in trials[1:]] == [trials[0].values] * 2
     assert text.count("cache hit") == 2
+
+
+@pytest.mark.slow
+def test_a_stalled_workload_is_recorded_and_the_build_goes_on(tmp_path: Path) -> None:
+    """A workload whose tuning outlasts task_timeout_s (TVM can loop forever building a
+    schedule) ends the compile worker; the build runs again without tuning it, and the
+    database folder remembers it. Every workload but one is recorded as stalled beforehand,
+    and a timeout no tuning meets makes that one stall now."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from canao.compile._build import import_onnx, resolve_target
+    from canao.compile._tune import STALLED, _task_key, prepare
+
+    kw = _candidate(tmp_path / "a", 32)
+    target = resolve_target(PROFILE.target)
+    mod, _ = import_onnx(tmp_path / "a" / "model.onnx")
+    tasks = ms.relax_integration.extract_tasks(prepare(mod, target), target)
+    keys = {_task_key(t, target): t.task_name for t in tasks}
+    last = next(k for k in keys)
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / STALLED).write_text(json.dumps({k: {"task": n} for k, n in keys.items() if k != last}))
+    profile = parse_profile(json.dumps({**PROFILE.to_dict(), "tuning": {
+        **PROFILE.to_dict()["tuning"], "task_timeout_s": 0.001}}), name="tiny-stalling")
+
+    r = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "a", profile, db_dir=db,
+                            **kw)
+    assert r["max_abs_error"] < 1e-4 and r["fidelity"] == "tuned-2"
+    assert r["tuning"]["tuned_tasks"] == 0 and r["tuning"]["stalled"] == sorted(keys.values())
+    recorded = json.loads((db / STALLED).read_text())
+    assert recorded[last]["task"] == keys[last] and recorded[last]["timeout_s"] == 0.001

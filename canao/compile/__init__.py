@@ -22,6 +22,9 @@ from canao.targets import TargetProfile
 
 log = logging.getLogger(__name__)
 
+STALLED_EXIT = 75  # a compile worker's exit code when one workload's tuning stalled
+MAX_STALLS = 8  # stalled workloads one build may skip (each costs a worker restart)
+
 
 def check_target(profile: TargetProfile) -> str:
     """Raise :class:`TargetError` unless TVM accepts the profile's target; return it as text."""
@@ -72,7 +75,7 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
                   "trials_per_iter": t.trials_per_iter,
                   "runner": {"number": t.runner_number, "repeat": 1,
                              "min_repeat_ms": t.runner_min_repeat_ms},
-                  "rpc": rpc}
+                  "task_timeout_s": t.task_timeout_s, "rpc": rpc}
     request = {
         "onnx": str(onnx_path), "out_dir": str(out_dir), "target": profile.target,
         "fidelity": label, "tuning": tuning, "cc": profile.build.cc,
@@ -87,11 +90,20 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
     result_path.unlink(missing_ok=True)
     attempts = 1 + (profile.rpc.retries if profile.rpc else 0)
     server = _server(profile.threads)
-    for attempt in range(1, attempts + 1):
+    attempt = stalls = 0
+    while attempt < attempts:
+        attempt += 1
         code = server.run(req_path, profile.build.timeout_s)
         result = json.loads(result_path.read_text()) if result_path.is_file() else {}
         if code == 0 and "error" not in result:
             return result
+        if code == STALLED_EXIT and stalls < MAX_STALLS:
+            # The next build skips the stalled workload (the tuning database remembers it).
+            stalls += 1
+            attempt -= 1
+            log.warning("tuning stalled: %s; building again without it",
+                        _last_line(out_dir / "worker.log"))
+            continue
         reason = result.get("error") or _last_line(out_dir / "worker.log") or f"exit code {code}"
         if code < 0:
             reason = f"worker killed by signal {-code}; {reason}"
@@ -152,7 +164,7 @@ class _WorkerServer:
         assert self.proc is not None
         code = self.proc.wait()
         self.stop()
-        return code if code < 0 else 1
+        return code or 1
 
     def stop(self) -> None:
         if self.proc is None:

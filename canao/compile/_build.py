@@ -103,7 +103,7 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
         mod, tune_stats = tune_and_apply(
             mod, target, Path(tuning["db_dir"]), trials_per_task=tuning["trials_per_task"],
             trials_per_iter=tuning["trials_per_iter"], runner_config=tuning["runner"],
-            rpc=tuning.get("rpc"))
+            rpc=tuning.get("rpc"), task_timeout_s=tuning.get("task_timeout_s", 300.0))
     t1 = time.perf_counter()
     executable = tvm.compile(mod, target=target)
     if cc:

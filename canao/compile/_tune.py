@@ -11,14 +11,25 @@ Two costs dominate MetaSchedule on a small CPU and both are avoided here:
   down with it; the tuner runs in the candidate's worker process, so that costs one trial.
 * Concurrent tuners must not interleave writes to one database: an exclusive file lock
   around each candidate's tune-and-commit keeps the JSON files whole.
+
+TVM can loop forever building some candidate schedules (seen on a ``max`` reduction of a
+dynamically quantised text model). A watchdog bounds each workload's tuning by the
+profile's ``tuning.task_timeout_s``: when it fires, the workload is recorded as stalled in
+the database folder and the worker exits with :data:`canao.compile.STALLED_EXIT`; the
+parent builds again, and every later build leaves that workload to TVM's default schedule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +42,13 @@ from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.builder import local_builder as _lb
 
 from canao._locks import file_lock
+from canao.compile import STALLED_EXIT
 
 log = logging.getLogger(__name__)
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 ATTEMPTED = "attempted.json"  # workloads already tuned with a budget, records or not
+STALLED = "stalled.json"  # workloads whose tuning ran past task_timeout_s: never tuned again
 POPULATION = 128  # evolutionary-search population (default 512: too slow on a small CPU)
 NUM_SEARCH_THREADS = 2  # threads for the search itself; measurement threads are the profile's
 
@@ -84,7 +97,7 @@ def database_digest(db_dir: Path) -> str:
 def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *,
                    trials_per_task: int, trials_per_iter: int, runner_config: dict[str, Any],
                    seed: int = 0, rpc: dict[str, Any] | None = None,
-                   ) -> tuple[tvm.IRModule, dict[str, Any]]:
+                   task_timeout_s: float = 300.0) -> tuple[tvm.IRModule, dict[str, Any]]:
     """Tune the workloads of ``mod`` the shared database lacks, then apply the database.
 
     Args:
@@ -93,6 +106,8 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
         trials_per_iter: candidates per search round (one builder and runner batch).
         runner_config: ``number``, ``repeat``, ``min_repeat_ms`` for MetaSchedule's runner.
         rpc: a profile's ``rpc`` block: schedules are then timed on that remote device.
+        task_timeout_s: one workload's (or one batch of data-movement workloads') tuning
+            that runs longer is recorded as stalled and ends this process (see above).
 
     Returns:
         The module with tuned schedules applied (ready for ``tvm.compile``) and statistics:
@@ -102,14 +117,18 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
     tasks = ms.relax_integration.extract_tasks(prepared, target)
     with file_lock(db_dir / ".lock"):
         db = open_database(db_dir)
-        attempted = _read_attempted(db_dir)
+        attempted = _read_json(db_dir / ATTEMPTED)
+        stalled = _read_json(db_dir / STALLED)
         # A workload is missing until it has been tuned with at least this budget, records
         # found or not: some workloads yield no valid schedule and must not be re-tuned by
         # every candidate, and the final rung re-tunes what the search tuned lightly
         # (MetaSchedule starts from the records already in the database).
-        missing = [t for t in tasks if attempted.get(_task_key(t, target), 0) < trials_per_task]
-        stats: dict[str, Any] = {"tasks": len(tasks), "covered_before": len(tasks) - len(missing),
-                                 "tuned_tasks": 0, "trials": 0, "tuning_s": 0.0}
+        missing = [t for t in tasks if _task_key(t, target) not in stalled
+                   and attempted.get(_task_key(t, target), 0) < trials_per_task]
+        stats: dict[str, Any] = {
+            "tasks": len(tasks), "covered_before": len(tasks) - len(missing),
+            "tuned_tasks": 0, "trials": 0, "tuning_s": 0.0,
+            "stalled": sorted(t.task_name for t in tasks if _task_key(t, target) in stalled)}
         if missing and trials_per_task > 0:
             t0 = time.perf_counter()
             work = db_dir / "work"
@@ -120,9 +139,9 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
             # Tune the workload's copy stored in the database (if any), not this module's:
             # structurally equal workloads differ in block names, and a trace recorded on
             # one copy cannot be replayed on the stored one.
-            todo = [_as_stored(t, db) for t in missing]
-            light = [t for t in todo if _flops(t) == 0]
-            heavy = [t for t in todo if _flops(t) > 0]
+            todo = [(_task_key(t, target), _as_stored(t, db)) for t in missing]
+            light = [(k, t) for k, t in todo if _flops(t) == 0]
+            heavy = [(k, t) for k, t in todo if _flops(t) > 0]
             runner = _runner(runner_config, rpc)
             stats["runner_start_s"] = time.perf_counter() - t0
             trials = 0
@@ -131,14 +150,22 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
                     continue
                 tg = time.perf_counter()
                 ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    group, str(work), seed=seed, num_threads=NUM_SEARCH_THREADS,
+                    [t for _, t in group], str(work), seed=seed, num_threads=NUM_SEARCH_THREADS,
                     strategy=ms.search_strategy.EvolutionarySearch(
                         population_size=POPULATION, genetic_num_iters=2))
-                ms.tune_tasks(tasks=ctxs, task_weights=weights, work_dir=str(work),
-                              max_trials_global=per_task * len(group),
-                              max_trials_per_task=per_task,
-                              num_trials_per_iter=min(trials_per_iter, per_task),
-                              builder=InProcessBuilder(), runner=runner, database=db)
+                # Compute workloads one at a time, so a stall names its workload;
+                # data-movement ones (one trial each) in one batch.
+                batches = ([list(range(len(group)))] if label == "light"
+                           else [[i] for i in range(len(group))])
+                for idx in batches:
+                    with _watchdog(db_dir, {group[i][0]: group[i][1].task_name for i in idx},
+                                   task_timeout_s):
+                        ms.tune_tasks(tasks=[ctxs[i] for i in idx],
+                                      task_weights=[weights[i] for i in idx],
+                                      work_dir=str(work), max_trials_global=per_task * len(idx),
+                                      max_trials_per_task=per_task,
+                                      num_trials_per_iter=min(trials_per_iter, per_task),
+                                      builder=InProcessBuilder(), runner=runner, database=db)
                 trials += per_task * len(group)
                 stats[f"{label}_s"] = time.perf_counter() - tg
             stats.update(tuned_tasks=len(missing), heavy_tasks=len(heavy), trials=trials,
@@ -179,9 +206,38 @@ def _task_key(task: Any, target: tvm.target.Target) -> str:
     return f"{tvm_ffi.structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFF:x}:{target.kind.name}"
 
 
-def _read_attempted(db_dir: Path) -> dict[str, int]:
-    p = db_dir / ATTEMPTED
-    return json.loads(p.read_text()) if p.is_file() else {}
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@contextlib.contextmanager
+def _watchdog(db_dir: Path, tasks: dict[str, str], timeout_s: float) -> Iterator[None]:
+    """End this process if tuning ``tasks`` (key -> name) outlasts ``timeout_s``.
+
+    TVM's calls release the GIL, so the timer thread runs while a build loops in C++. It
+    records the workloads in ``stalled.json`` (the caller holds the database lock, which
+    the kernel drops with the process) and exits with :data:`STALLED_EXIT`.
+    """
+    def stalled() -> None:
+        path = db_dir / STALLED
+        record = _read_json(path)
+        for key, name in tasks.items():
+            record[key] = {"task": name, "timeout_s": timeout_s, "at": time.time()}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=0, sort_keys=True))
+        os.replace(tmp, path)
+        print(f"tuning of {', '.join(sorted(tasks.values()))} ran past {timeout_s:g} s "
+              "(tuning.task_timeout_s): left to TVM's default schedule from now on",
+              file=sys.stderr, flush=True)
+        os._exit(STALLED_EXIT)
+
+    timer = threading.Timer(timeout_s, stalled)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _as_stored(task: Any, db: Any) -> Any:

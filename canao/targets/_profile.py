@@ -59,10 +59,15 @@ class TuningConfig:
     trials_per_iter: int = 32  # schedules per search round (one build-and-run batch)
     runner_number: int = 10  # MetaSchedule's own timing of each schedule
     runner_min_repeat_ms: int = 20
+    # One workload tuning longer than this has stalled (TVM can loop forever building some
+    # candidate schedules): the build is retried once without tuning that workload.
+    task_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.trials_per_task < 0 or self.final_trials_per_task < 0:
             raise ValueError("trial budgets must be >= 0")
+        if self.task_timeout_s <= 0:
+            raise ValueError(f"'tuning.task_timeout_s' must be positive, got {self.task_timeout_s}")
         if self.trials_per_iter < 1 or self.runner_number < 1 or self.runner_min_repeat_ms < 0:
             raise ValueError("'trials_per_iter' and 'runner_number' must be >= 1")
 
