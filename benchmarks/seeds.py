@@ -1,14 +1,15 @@
-"""The source papers' compression claims, checked on the digits model, compiled with TVM.
+"""The source papers' compression claims, checked on a space's base, compiled with TVM.
 
-For scikit-learn's digits and the `vit_digits` base, every variant is built the way a
-search builds a candidate (structured slicing, distilled recovery, deploy-time weight
-storage), compiled for `host-cpu` with MetaSchedule tuning against one shared database, and
-measured through the compiled module: test accuracy, parameter bytes (the compiled
-module's own), planned workspace, and latency timed in interleaved rounds in one process.
+For a search space's task and base (`vit_digits` by default; `bert_rotten_tomatoes` for the
+text task), every variant is built the way a search builds a candidate (structured slicing,
+distilled recovery, deploy-time weight storage), compiled for `host-cpu` with MetaSchedule
+tuning against one shared database, and measured through the compiled module: test
+accuracy, parameter bytes (the compiled module's own), planned workspace, and latency timed
+in interleaved rounds in one process.
 
-    python benchmarks/seeds.py [--rounds 7] [--trials-per-task 8]
+    python benchmarks/seeds.py [--space vit_digits] [--rounds 7] [--trials-per-task 8]
 
-writes ``benchmarks/seeds.md`` and ``benchmarks/seeds.json``.
+writes ``benchmarks/seeds.md`` and ``.json`` (``seeds_SPACE.md`` for another space).
 """
 
 from __future__ import annotations
@@ -32,7 +33,17 @@ from _timing import interleaved_ms  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def build_variants(work: Path, trials_per_task: int) -> list[dict[str, Any]]:
+def equal_budget_arch(m: Any) -> Any:
+    """The architecture every importance scorer slices to: one layer fewer, the hidden width
+    kept, half the heads and a quarter of the FFN neurons in each layer."""
+    from canao.space import ArchConfig
+
+    layers = max(1, m.layers - 1)
+    return ArchConfig(hidden=m.hidden, heads=(max(1, m.heads // 2),) * layers,
+                      ffn=(max(1, m.ffn // 4),) * layers)
+
+
+def build_variants(work: Path, trials_per_task: int, space_name: str) -> list[dict[str, Any]]:
     import torch
 
     from canao.compile import compile_and_measure
@@ -43,10 +54,10 @@ def build_variants(work: Path, trials_per_task: int) -> list[dict[str, Any]]:
     from canao.runtime import CompiledModel
     from canao.space import ArchConfig, load_space
     from canao.targets import load_profile, parse_profile
-    from canao.tasks import accuracy, get_task
+    from canao.tasks import accuracy, load_task
 
-    space = load_space("vit_digits")
-    task = get_task("digits")
+    space = load_space(space_name)
+    task = load_task(space)
     base, _ = load_or_train_base(space, task)
     host = load_profile("host-cpu")
     profile = parse_profile(json.dumps({**host.to_dict(), "tuning": {
@@ -84,8 +95,9 @@ def build_variants(work: Path, trials_per_task: int) -> list[dict[str, Any]]:
         np.save(folder / "x.npy", val.x[:16])
         np.save(folder / "y.npy", predict_logits(model, val.x[:16]).numpy())
         t0 = time.perf_counter()
-        r = compile_and_measure(folder / "model.onnx", folder, profile, input_shape=(1, 1, 8, 8),
-                                input_dtype="float32", input_name=INPUT_NAME,
+        r = compile_and_measure(folder / "model.onnx", folder, profile,
+                                input_shape=base.config.input_shape(1),
+                                input_dtype=base.config.input_dtype, input_name=INPUT_NAME,
                                 reference_x=folder / "x.npy", reference_logits=folder / "y.npy",
                                 db_dir=work / "tuning-db")
         compiled_acc = accuracy(CompiledModel(folder).predict(test.x), test.y)
@@ -99,7 +111,7 @@ def build_variants(work: Path, trials_per_task: int) -> list[dict[str, Any]]:
     return out
 
 
-def importance_comparison(seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
+def importance_comparison(space_name: str, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
     """Test accuracy of one architecture sliced by each importance, over several seeds.
 
     Same parameter budget for every scorer (the same ArchConfig); the seed sets gate
@@ -110,13 +122,13 @@ def importance_comparison(seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
     from canao.compress import slice_encoder, train
     from canao.compress.importance import SCORERS
     from canao.models import load_or_train_base, predict_logits
-    from canao.space import ArchConfig, load_space
-    from canao.tasks import accuracy, get_task
+    from canao.space import load_space
+    from canao.tasks import accuracy, load_task
 
-    space = load_space("vit_digits")
-    task = get_task("digits")
+    space = load_space(space_name)
+    task = load_task(space)
     base, _ = load_or_train_base(space, task)
-    arch = ArchConfig(hidden=64, heads=(2, 2, 2), ffn=(64, 64, 64))
+    arch = equal_budget_arch(space.base.model)
     probe, _ = slice_encoder(base, arch)
     budget_mb = 4 * probe.num_parameters() / 1e6
     rec = space.candidate.recovery
@@ -140,9 +152,7 @@ def importance_comparison(seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
 
 
 def report(variants: list[dict[str, Any]], lat: dict[str, list[float]], cmd: str,
-           imp: dict[str, Any]) -> str:
-    from canao.measure import describe_machine
-
+           imp: dict[str, Any], about: dict[str, Any]) -> str:
     by = {v["name"]: v for v in variants}
     med = {k: statistics.median(v) for k, v in lat.items()}
     base = by["base fp32"]
@@ -153,11 +163,13 @@ def report(variants: list[dict[str, Any]], lat: dict[str, list[float]], cmd: str
     def mem(v: dict[str, Any]) -> int:
         return v["param_bytes"] + v["workspace_bytes"]
 
-    lines = ["# The source papers' compression claims on digits, measured compiled", "",
-             f"Generated by `{cmd}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-             f"{describe_machine()['cpu']}, 1 thread, target profile `host-cpu`, every model "
+    task = about["task"]
+    lines = [f"# The source papers' compression claims on {task}, measured compiled", "",
+             f"Generated by `{cmd}` on {about['generated']}; {about['cpu']}, 1 thread, "
+             "target profile `host-cpu`, every model "
              f"tuned with MetaSchedule ({variants[0]['fidelity']}) against one shared database. "
-             "Accuracy is on the 360-image test split *through the compiled module*; bytes are "
+             f"Space `{about['space']}`. Accuracy is on the {about['test_size']:,}-example test "
+             "split *through the compiled module*; bytes are "
              "the compiled module's parameters; latency is the median over interleaved rounds.",
              "", "| variant | test accuracy | Δ vs base (points) | block-weight bytes | ratio "
              "vs fp32 | module param bytes | param + workspace | latency ms | latency / base |",
@@ -175,7 +187,7 @@ def report(variants: list[dict[str, Any]], lat: dict[str, list[float]], cmd: str
     half8d = by["half width + half heads/FFN, int8 dynamic"]
     lines += [
         "", "## Claims", "",
-        "| paper | claim | ours (digits) |", "|---|---|---|",
+        f"| paper | claim | ours ({task}) |", "|---|---|---|",
         f"| Tabani et al. 2021, weight clustering | 64 clusters: >4× less weight memory, "
         f"<0.1% accuracy loss | {k64['block_weights']['fp32'] / k64['block_weights']['stored']:.2f}× "
         f"smaller clustered tensors in the compiled module (uint8 indices + 64-entry codebook; "
@@ -224,8 +236,22 @@ def report(variants: list[dict[str, Any]], lat: dict[str, list[float]], cmd: str
     lines += ["", "Accuracy here is the PyTorch candidate's (fp32, no weight compression), "
               "which the compiled module matches within 1e-4 (checked for every searched "
               "candidate); every candidate is sliced from the same base and recovered with "
-              "the space's distillation recipe (150 steps).", ""]
+              f"the space's distillation recipe ({about['recovery_steps']} steps).", ""]
     return "\n".join(lines)
+
+
+def describe(space_name: str) -> dict[str, Any]:
+    """What the report says about the run: space, task, when and on which CPU."""
+    from canao.measure import describe_machine
+    from canao.space import load_space
+    from canao.tasks import load_task
+
+    space = load_space(space_name)
+    return {"space": space.name, "task": space.task,
+            "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cpu": describe_machine()["cpu"],
+            "test_size": len(load_task(space).split("test").y),
+            "recovery_steps": space.candidate.recovery.steps}
 
 
 def _verdict(ratio: float) -> str:
@@ -237,33 +263,38 @@ def _verdict(ratio: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="vit_digits", help="A shipped space name.")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--inner", type=int, default=50)
     ap.add_argument("--trials-per-task", type=int, default=8)
-    ap.add_argument("--work", type=Path, default=Path("canao_artifacts/benchmark-seeds"))
-    ap.add_argument("--out", type=Path, default=HERE / "seeds.md")
+    ap.add_argument("--work", type=Path, help="[default: canao_artifacts/benchmark-seeds[-SPACE]]")
+    ap.add_argument("--out", type=Path, help="[default: benchmarks/seeds[_SPACE].md]")
     ap.add_argument("--from-json", type=Path, help="Rewrite the report from a saved run.")
     args = ap.parse_args()
+    own = "" if args.space == "vit_digits" else f"_{args.space}"
+    work = args.work or Path(f"canao_artifacts/benchmark-seeds{own.replace('_', '-')}")
+    out = args.out or HERE / f"seeds{own}.md"
     cmd = "python benchmarks/seeds.py " + " ".join(sys.argv[1:])
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         cmd = saved.get("command", cmd)
     else:
-        variants = build_variants(args.work, args.trials_per_task)
+        variants = build_variants(work, args.trials_per_task, args.space)
         from canao.runtime import CompiledModel
 
         engines = {}
         for v in variants:
             cm = CompiledModel(v["folder"])
-            x = cm.tensor(np.zeros(cm.input_shape, dtype=np.float32))
+            x = cm.tensor(np.zeros(cm.input_shape, dtype=cm.input_dtype))
             engines[v["name"]] = lambda cm=cm, x=x: cm.vm["main"](x, *cm.params)
         lat = interleaved_ms(engines, rounds=args.rounds, inner=args.inner)
-        saved = {"command": cmd, "variants": variants, "latency_ms": lat,
-                 "importance": importance_comparison()}
+        saved = {"command": cmd, "about": describe(args.space), "variants": variants,
+                 "latency_ms": lat, "importance": importance_comparison(args.space)}
         # The raw results are written before the report, which can be rebuilt from them.
-        args.out.with_suffix(".json").write_text(json.dumps(saved, indent=2))
-    text = report(saved["variants"], saved["latency_ms"], cmd, saved["importance"])
-    args.out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(saved, indent=2))
+    about = saved.get("about") or describe("vit_digits")  # runs saved before --space
+    text = report(saved["variants"], saved["latency_ms"], cmd, saved["importance"], about)
+    out.write_text(text)
     print(text)
 
 
