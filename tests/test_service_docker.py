@@ -53,7 +53,10 @@ def test_compose_config_validates(tmp_path: Path) -> None:
     elif shutil.which("docker-compose"):
         cmd = ["docker-compose"]
     else:
-        pytest.skip("no Compose client (neither `docker compose` nor `docker-compose`)")
+        reason = "no Compose client (neither `docker compose` nor `docker-compose`; make compose-tools)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI requires a Compose client: {reason}")
+        pytest.skip(reason)
     env = {**os.environ, "POSTGRES_PASSWORD": "x", "CANAO_STUDY": "s1"}
     token = DOCKER / "canao_token"
     made = not token.exists()
