@@ -106,7 +106,7 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
            label_column: str | None, group_column: str | None, **budgets: float | None) -> None:
     """Start a new search on a device target."""
     from canao import study as st
-    from canao.compile import check_target
+    from canao.compile import check_target, resolve_device
     from canao.space import load_space, resolve_shipped
     from canao.targets import load_profile
     from canao.tasks import check_task
@@ -121,17 +121,18 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
     profile = load_profile(target_path)
     check_task(space)
     check_target(profile)
+    device = resolve_device(profile)
     name = study_name or f"{space.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     st.check_study_name(name)
     folder = artifacts or Path(os.environ.get("CANAO_ARTIFACTS", "canao_artifacts"))
     url = _storage(storage)
     with st.sole_sqlite_worker(url):
         cs = st.create(name, url, space_text=space_text, space=space, profile=profile,
-                       artifacts=folder, seed=seed,
+                       device=device, artifacts=folder, seed=seed,
                        budgets=st.with_overrides(space.study.budgets, **budgets),
                        heartbeat=st.Heartbeat())
-        log.info("study '%s' on %s: space %s, target %s", name, st.redact(url), space.name,
-                 profile.name)
+        log.info("study '%s' on %s: space %s, target %s, device %s", name, st.redact(url),
+                 space.name, profile.name, device.describe())
         _run_and_report(cs, trials, timeout, obj["progress"])
 
 
@@ -209,12 +210,22 @@ def _continue(obj: dict[str, Any], study_name: str, storage: str | None, trials:
               timeout: float | None, heartbeat_s: int, grace_s: int, salt: int = 0,
               take_sigint: bool = False) -> None:
     from canao import study as st
+    from canao.compile import resolve_device
 
     if grace_s <= heartbeat_s:
         raise CanaoError(f"--grace-s ({grace_s}) must be longer than --heartbeat-s ({heartbeat_s})")
     url = _storage(storage)
-    with st.sole_sqlite_worker(url):
+    with st.sole_sqlite_worker(url) as sole:
         cs = st.load(study_name, url, heartbeat=st.Heartbeat(heartbeat_s, grace_s))
+        # A worker on another device would mix its latencies into the front: refused before
+        # it touches a trial.
+        st.check_device(cs, resolve_device(cs.profile))
+        if sole:  # the file's lock proves no other process runs this study's trials
+            recovered = st.recover_orphans(cs)
+            if recovered:
+                log.info("failed %d trial(s) left RUNNING by a process that died (%s); their "
+                         "parameters run again first", len(recovered),
+                         ", ".join(map(str, recovered)))
         _run_and_report(cs, trials, timeout, obj["progress"], salt, take_sigint)
 
 
@@ -261,6 +272,12 @@ def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
                 f"memory {b['memory_mb']:.4f} MB")
         click.echo(f"{r['study']}: space {r['space']}, target {r['target']}; {r['trials']} "
                    f"trials ({states}){best}")
+        click.echo(f"  device: {r['device'] or 'not resolved yet (made before device identities)'}")
+        d = r["drift"]
+        if d:
+            click.echo(f"  drift: {d['readings']} sentinel timing(s), latest {d['latest_ratio']:.3f}x "
+                       f"the first, largest deviation {100 * d['max_deviation']:.1f}%; "
+                       f"{r['drift_flagged']} trial(s) flagged")
 
 
 @cli.command()
@@ -301,11 +318,16 @@ def _print_report(report: dict[str, Any]) -> None:
 @click.option("--max-latency-ms", type=float, help="Most accurate Pareto trial within this latency.")
 @click.option("--max-memory-mb", type=float, help="... and within this memory.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
+@click.option("--cpu", help="Build for this named CPU (an LLVM name: x86-64-v3 runs on any AVX2 "
+                            "machine) instead of the study's device; timed on this machine.")
 def export(study_name: str, storage: str | None, trial: int | None,
-           max_latency_ms: float | None, max_memory_mb: float | None, out: Path) -> None:
+           max_latency_ms: float | None, max_memory_mb: float | None, out: Path,
+           cpu: str | None) -> None:
     """Write the compiled bundle of a trial, chosen by number or by budgets."""
     from canao import study as st
+    from canao.compile import resolve_device
     from canao.export import export_bundle, select_trial
+    from canao.measure import cpu_flags
 
     if (trial is None) == (max_latency_ms is None and max_memory_mb is None):
         raise CanaoError("give either --trial N or a budget (--max-latency-ms and/or "
@@ -313,10 +335,20 @@ def export(study_name: str, storage: str | None, trial: int | None,
     cs = st.load(study_name, _storage(storage))
     chosen = select_trial(cs, trial=trial, max_latency_ms=max_latency_ms,
                           max_memory_mb=max_memory_mb)
-    m = export_bundle(cs, chosen, out)
+    # The final build is timed here: without --cpu this machine must be the study's device.
+    device = resolve_device(cs.profile, mcpu=cpu)
+    if cpu is None:
+        st.check_device(cs, device)
+    else:
+        flags = cpu_flags()
+        missing = device.missing_on(flags) if flags is not None and cs.profile.rpc is None else []
+        if missing:
+            raise CanaoError(f"--cpu {cpu}: this machine lacks {', '.join(missing)}, so a build "
+                             "for that CPU cannot be timed here")
+    m = export_bundle(cs, chosen, out, device)
     click.echo(f"exported trial {m['trial']} to {out}: test accuracy {m['test_accuracy']:.4f} "
                f"(through the compiled module), {m['latency_ms']:.4f} ms ({m['fidelity']}), "
-               f"{m['memory_mb']:.4f} MB")
+               f"{m['memory_mb']:.4f} MB; built for {device.describe()}")
 
 
 @cli.command()
@@ -448,10 +480,13 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except click.exceptions.Abort:
-        click.echo("canao: interrupted", err=True)
-        return 130
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        # click turns a KeyboardInterrupt into Abort; SIGTERM's is told apart by its type.
+        from canao.study import Terminated
+
+        if isinstance(e, Terminated) or isinstance(e.__cause__, Terminated):
+            click.echo("canao: terminated (SIGTERM); the running trial was failed", err=True)
+            return 143
         click.echo("canao: interrupted", err=True)
         return 130
     except CanaoError as e:

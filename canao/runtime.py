@@ -43,6 +43,38 @@ def load_params(path: Path) -> list[np.ndarray]:
                 for k in sorted(z.files)]
 
 
+def check_cpu(folder: Path, meta: dict[str, Any]) -> None:
+    """Refuse a library compiled for CPU features this machine lacks.
+
+    Loading it would work and its first call would kill the process with an illegal
+    instruction (a ``mcpu: host`` build from an AVX-512 machine on an AVX2 one).
+
+    Raises:
+        ExportError: naming the target CPU and the missing features.
+    """
+    import platform
+
+    from canao.measure import cpu_flags
+    from canao.targets import missing_features
+
+    target = meta.get("target") or {}
+    triple = str(target.get("mtriple", ""))
+    flags = cpu_flags()
+    local_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if (not meta.get("features") or flags is None or target.get("kind") != "llvm"
+            or not local_x86 or (triple and not triple.startswith("x86_64"))):
+        return
+    missing = missing_features(meta["features"], flags)
+    if missing:
+        from canao.measure import cpu_model
+
+        raise ExportError(
+            f"{folder}: compiled for {target.get('mcpu', 'a generic CPU')}, and this CPU "
+            f"({cpu_model()}) lacks {', '.join(missing)}; it would die of an illegal "
+            "instruction: export it again for a CPU this machine is "
+            "(`canao export --cpu x86-64-v3` runs on any AVX2 machine)")
+
+
 class CompiledModel:
     """A compiled model loaded for inference on its device.
 
@@ -59,6 +91,8 @@ class CompiledModel:
         self.folder = Path(folder)
         try:
             self.meta: dict[str, Any] = json.loads((self.folder / META_FILE).read_text())
+            if session is None:
+                check_cpu(self.folder, self.meta)
             arrays = load_params(self.folder / PARAMS_FILE)
             if session is None:
                 lib = tvm.runtime.load_module(str(self.folder / LIB_FILE))

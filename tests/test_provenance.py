@@ -45,10 +45,10 @@ def test_a_database_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> 
     engine.dispose()
     rows = _provenance.measurements(url, "old")  # opening it upgrades it to the head
     assert rows == [{"trial_number": 0, "trial_id": 7, "key": "k1", "fidelity": "tuned-8",
-                     "device": "local", "median_ms": 0.5, "samples_ms": [0.5],
+                     "device": "local", "device_key": None, "median_ms": 0.5, "samples_ms": [0.5],
                      "cache_hit": False, "tvm_version": "0.27", "tuning_digest": None,
                      "target_profile": "host-cpu", "machine": {"cpu": "x"},
                      "param_bytes": 10}]
     with sa.create_engine(url).connect() as con:
         assert con.execute(sa.text("SELECT version_num FROM canao_alembic_version")).scalar() \
-            == "0002"
+            == "0003"

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from canao.cache import cache_dir
 from canao.errors import CandidateError, TargetError
-from canao.targets import TargetProfile
+from canao.targets import DeviceIdentity, TargetProfile
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,38 @@ def check_target(profile: TargetProfile) -> str:
     from canao.compile._build import resolve_target
 
     return str(resolve_target(profile.target))
+
+
+def resolve_device(profile: TargetProfile, *, mcpu: str | None = None) -> DeviceIdentity:
+    """The device ``profile`` means from this machine (``mcpu``: build for that CPU instead).
+
+    Raises:
+        TargetError: TVM refuses the target; DeviceError: an RPC device cannot be reached.
+    """
+    from canao.compile._device import resolve_device as resolve
+
+    return resolve(profile, mcpu=mcpu)
+
+
+DEVICE_FILE = "device.json"  # the identity a tuning database belongs to, in its folder
+
+
+def tuning_root() -> Path:
+    """Where the per-device tuning databases live: ``$CANAO_TUNING_DIR``, else the cache's."""
+    env = os.environ.get("CANAO_TUNING_DIR")
+    return Path(env) if env else cache_dir() / "tuning"
+
+
+def device_tuning_dir(device: DeviceIdentity) -> Path:
+    """The MetaSchedule database of ``device``, shared by every study and worker on it."""
+    folder = tuning_root() / device.key
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / DEVICE_FILE
+    if not marker.is_file():
+        tmp = folder / f".{DEVICE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(device.to_dict(), indent=2, sort_keys=True))
+        os.replace(tmp, marker)
+    return folder
 
 
 def fidelity(profile: TargetProfile, *, final: bool = False) -> tuple[str, int | None]:
@@ -52,12 +85,17 @@ def fidelity(profile: TargetProfile, *, final: bool = False) -> tuple[str, int |
 def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, *,
                         input_shape: tuple[int, ...], input_dtype: str, input_name: str,
                         reference_x: Path, reference_logits: Path,
-                        db_dir: Path | None = None, final: bool = False) -> dict[str, Any]:
+                        db_dir: Path | None = None, final: bool = False,
+                        device: DeviceIdentity | None = None,
+                        measure_only: bool = False) -> dict[str, Any]:
     """Build ``onnx_path`` for ``profile`` into ``out_dir`` and time it, in a child process.
 
     Args:
-        db_dir: the study's shared tuning database for this target (needed unless the
-            profile's rung is ``untuned``).
+        db_dir: the device's shared tuning database (needed unless the profile's rung is
+            ``untuned``).
+        device: the resolved device to build for (its target, never ``"mcpu": "host"``);
+            without it the profile's target is resolved by the build worker.
+        measure_only: time the library an earlier call built in ``out_dir`` again.
         final: tune with the profile's final budget (for export) instead of its rung.
 
     Raises:
@@ -77,8 +115,11 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
                              "min_repeat_ms": t.runner_min_repeat_ms},
                   "task_timeout_s": t.task_timeout_s, "rpc": rpc}
     request = {
-        "onnx": str(onnx_path), "out_dir": str(out_dir), "target": profile.target,
+        "onnx": str(onnx_path), "out_dir": str(out_dir),
+        "target": device.target if device is not None else profile.target,
+        "device_identity": device.to_dict() if device is not None else None,
         "fidelity": label, "tuning": tuning, "cc": profile.build.cc,
+        "measure_only": measure_only,
         "rpc": rpc,
         "device": profile.device_type, "measure": profile.to_dict()["measure"],
         "input_shape": list(input_shape), "input_dtype": input_dtype, "input_name": input_name,
@@ -196,4 +237,5 @@ def shutdown_workers() -> None:
         server.stop()
 
 
-__all__ = ["CandidateError", "TargetError", "check_target", "compile_and_measure", "fidelity"]
+__all__ = ["DEVICE_FILE", "CandidateError", "TargetError", "check_target", "compile_and_measure",
+           "device_tuning_dir", "fidelity", "resolve_device", "tuning_root"]

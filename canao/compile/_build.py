@@ -91,6 +91,8 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
             apply the shared database only), ``trials_per_iter`` and ``runner`` settings.
         cc: a cross compiler to link the library with (``""``: the host's).
     """
+    from canao.compile._device import compiled_features
+
     t0 = time.perf_counter()
     target = resolve_target(target_spec)
     mod, params = import_onnx(onnx_path)
@@ -123,5 +125,6 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
         "import_s": t_import,
         "compile_s": time.perf_counter() - t1,
         "tvm_version": tvm.__version__,
+        "features": list(compiled_features(target)),
         "tuning": tune_stats,
     }

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+BUILT_FILE = "built.json"  # what the build produced, beside the library
+
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
     from canao.compile._build import build
@@ -31,11 +33,18 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     from canao.runtime import META_FILE, CompiledModel
 
     out_dir = Path(request["out_dir"])
-    info = build(Path(request["onnx"]), out_dir, request["target"], request.get("tuning"),
-                 cc=request.get("cc", ""))
+    if request.get("measure_only"):  # time the library built earlier (a drift sentinel)
+        info = json.loads((out_dir / BUILT_FILE).read_text())
+    else:
+        info = build(Path(request["onnx"]), out_dir, request["target"], request.get("tuning"),
+                     cc=request.get("cc", ""))
+        (out_dir / BUILT_FILE).write_text(json.dumps(info, indent=2))
+    # The features the library was compiled for: a runtime on a CPU without them refuses
+    # to load it (it would die of an illegal instruction).
     meta = {"input_name": request["input_name"], "input_shape": request["input_shape"],
             "input_dtype": request["input_dtype"], "target": request["target"],
-            "tvm_version": info["tvm_version"]}
+            "tvm_version": info["tvm_version"], "features": info["features"],
+            "device": request.get("device_identity")}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
 
     rpc_cfg = request.get("rpc")

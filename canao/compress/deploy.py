@@ -9,10 +9,10 @@ in one of these forms:
   path computes fp32; the win is memory, as for weight-only int8);
 * ``int8`` (weight-only): int8 values with one fp32 scale per output channel (symmetric,
   round to nearest), dequantised as ``q * scale``;
-* ``int8-dynamic``: the same int8 weights, and the activations quantised per call to uint8
-  (per tensor, asymmetric: ONNX ``DynamicQuantizeLinear``) so that the matmul itself is an
-  integer one (ONNX ``MatMulInteger``, int32 accumulation), rescaled by
-  ``x_scale * w_scale`` afterwards;
+* ``int8-dynamic``: int8 weights in a 7-bit range (``[-63, 63]``, see :data:`DYNAMIC_QMAX`),
+  and the activations quantised per call to uint8 (per tensor, asymmetric: ONNX
+  ``DynamicQuantizeLinear``) so that the matmul itself is an integer one (ONNX
+  ``MatMulInteger``, int32 accumulation), rescaled by ``x_scale * w_scale`` afterwards;
 * clustered (Tabani et al., 2021): each tensor's values replaced by the nearest of ``k``
   shared values (1-D k-means); stored as uint8 indices plus a ``k``-entry fp32 codebook and
   rebuilt as ``codebook[idx]``.
@@ -36,6 +36,12 @@ from canao.models import Encoder
 from canao.space import WEIGHT_KINDS
 
 MAX_CLUSTERS = 256  # indices are stored as uint8
+# int8-dynamic weights use 7 bits. x86 u8 x s8 kernels without VNNI (``vpmaddubsw``: ONNX
+# Runtime's on AVX2 and AVX-512 alone, and TVM's ``dot_16x4_avx512``) add pairs of products
+# in signed 16-bit lanes: 255 * 127 * 2 = 64,770 saturates, 255 * 63 * 2 = 32,130 cannot
+# (<= 32,767). With this range every engine on every x86 CPU computes the exact int32 sum.
+DYNAMIC_QMAX = 63
+WEIGHT_QMAX = 127  # weight-only int8 is widened to fp32 before any arithmetic: all 8 bits
 
 
 def kmeans_1d(values: np.ndarray, k: int, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -102,10 +108,12 @@ class _StoredMatrix(nn.Module):
             self.register_buffer("codebook", torch.from_numpy(codebook))
         elif weights in ("int8", "int8-dynamic"):
             self.kind = weights
-            # One symmetric scale per output channel (linear) or per token (embedding).
-            scale = w.abs().amax(dim=reduce_dim, keepdim=reduce_dim == 1) / 127.0
+            # One symmetric scale per output channel (linear) or per token (embedding). Only
+            # a weight that feeds an integer matmul needs the 7-bit range.
+            qmax = DYNAMIC_QMAX if weights == "int8-dynamic" and reduce_dim == 0 else WEIGHT_QMAX
+            scale = w.abs().amax(dim=reduce_dim, keepdim=reduce_dim == 1) / float(qmax)
             scale = scale.clamp(min=1e-12)
-            self.register_buffer("q", torch.round(w / scale).clamp(-127, 127).to(torch.int8))
+            self.register_buffer("q", torch.round(w / scale).clamp(-qmax, qmax).to(torch.int8))
             self.register_buffer("scale", scale.float())
         elif weights in ("fp16", "bf16"):
             self.kind = weights

@@ -22,7 +22,8 @@ from canao.runtime import (
     CompiledModel,
     write_checksums,
 )
-from canao.study import CanaoStudy, artifact_dir, pareto, tuning_dir
+from canao.study import CanaoStudy, artifact_dir, pareto
+from canao.targets import DeviceIdentity
 
 BUNDLE_VERSION = 1
 FINAL_FILE = "final.json"  # written last: marks a complete final build
@@ -58,13 +59,23 @@ def select_trial(cs: CanaoStudy, *, trial: int | None = None,
     return cs.study.trials[best["trial"]]
 
 
-def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial) -> tuple[Path, dict[str, Any]]:
-    """The trial's model tuned to the profile's final budget and measured again (cached)."""
-    from canao.compile import compile_and_measure, fidelity
+def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
+                device: DeviceIdentity | None = None) -> tuple[Path, dict[str, Any]]:
+    """The trial's model tuned to the profile's final budget and measured again (cached).
 
+    Args:
+        device: build for this identity (``canao export --cpu``: the profile's target with
+            another CPU, tuned in that identity's own database) instead of the study's.
+    """
+    from canao.compile import compile_and_measure, device_tuning_dir, fidelity
+
+    device = device or cs.device
+    if device is None:
+        raise ExportError(f"study '{cs.name}' has no device identity; resume it once on its "
+                          "device, or export with --cpu")
     src = artifact_dir(trial)
     label, _ = fidelity(cs.profile, final=True)
-    folder = src / label
+    folder = src / (label if device == cs.device else f"{label}-{device.key}")
     done = folder / FINAL_FILE
     if done.is_file():
         return folder, json.loads(done.read_text())
@@ -74,13 +85,17 @@ def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial) -> tuple[Path, 
         src / "model.onnx", folder, cs.profile, input_shape=tuple(meta["input_shape"]),
         input_dtype=meta["input_dtype"], input_name=meta["input_name"],
         reference_x=src / "reference_x.npy", reference_logits=src / "reference_logits.npy",
-        db_dir=tuning_dir(cs), final=True)
+        db_dir=device_tuning_dir(device), final=True, device=device)
     done.write_text(json.dumps(result, indent=2))
     return folder, result
 
 
-def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) -> dict[str, Any]:
+def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path,
+                  device: DeviceIdentity | None = None) -> dict[str, Any]:
     """Write the bundle for ``trial`` to ``out`` and return its metrics.
+
+    ``device``: build for this identity instead of the study's (see :func:`final_build`);
+    the bundle records the identity it was built for either way.
 
     The chosen model is first tuned to the profile's final budget and measured again
     (``final-N`` fidelity). The bundle is assembled in a temporary sibling folder, its
@@ -97,7 +112,9 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) ->
     src = artifact_dir(trial)
     if not (src / "model.onnx").is_file() or not (src / META_FILE).is_file():
         raise ExportError(f"trial {trial.number}: artifact {src} is missing; it cannot be exported")
-    built, result = final_build(cs, trial)
+    built, result = final_build(cs, trial, device)
+    device = device or cs.device
+    assert device is not None
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))
     try:
         for name in (LIB_FILE, PARAMS_FILE, META_FILE):
@@ -128,7 +145,8 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path) ->
             "param_bytes": result["param_bytes"], "workspace_bytes": result["workspace_bytes"],
             "target_profile": cs.profile.name, "target": result["target"],
             "tvm_version": result["tvm_version"], "threads": cs.profile.threads,
-            "machine": result["machine"],
+            "machine": result["machine"], "device": device.to_dict(), "device_key": device.key,
+            "study_device_key": cs.device.key if cs.device else None,
         }
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         del model  # release the library before the folder moves

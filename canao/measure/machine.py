@@ -7,20 +7,34 @@ import platform
 from typing import Any
 
 
-def describe_machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` line of ``/proc/cpuinfo`` (None where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (``AMD EPYC``, ``Intel Xeon ...``)."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str] | None:
+    """The instruction-set flags of this CPU (``/proc/cpuinfo``); None where not readable."""
+    flags = _cpuinfo_field("flags") or _cpuinfo_field("Features")  # x86 / Arm spelling
+    return set(flags.split()) if flags else None
+
+
+def describe_machine() -> dict[str, Any]:
     try:
         load = list(os.getloadavg())
     except OSError:
         load = []
-    return {"host": platform.node(), "cpu": cpu, "cpus": os.cpu_count(),
+    return {"host": platform.node(), "cpu": cpu_model(), "cpus": os.cpu_count(),
             "machine": platform.machine(), "loadavg": load,
             "python": platform.python_version()}

@@ -310,7 +310,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         max_accuracy_drop: Annotated[float | None, Form(ge=0)] = None,
     ) -> dict[str, Any]:
         """Start a search: validate as ``canao search`` does, create the study, start workers."""
-        from canao.compile import check_target
+        from canao.compile import check_target, resolve_device
         from canao.space import parse_space
         from canao.space._space import MAX_SPACE_BYTES
         from canao.targets import parse_profile
@@ -329,6 +329,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         profile = parse_profile(profile_text, where=twhere, name=profile_name)
         check_task(parsed)
         check_target(profile)
+        device = resolve_device(profile)  # the service's machine: its workers measure here
         budgets = st.with_overrides(parsed.study.budgets, max_latency_ms=max_latency_ms,
                                     max_memory_mb=max_memory_mb,
                                     max_accuracy_drop=max_accuracy_drop)
@@ -339,7 +340,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 raise HTTPException(409, f"study '{name}' already exists; resume it with "
                                     f"POST /api/studies/{name}/resume")
             st.create(name, config.storage, space_text=space_text, space=parsed,
-                      profile=profile, artifacts=config.artifacts, seed=seed, budgets=budgets)
+                      profile=profile, device=device, artifacts=config.artifacts, seed=seed,
+                      budgets=budgets)
             run = service.pool.start(name, trials, workers)
         return {"study": name, "run": run.describe()}
 

@@ -354,12 +354,23 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def shipped_dir(folder: str) -> Path:
-    """The folder of shipped files (``search_spaces/``, ``tvm_targets/``) in the checkout."""
-    return Path(__file__).resolve().parents[2] / folder
+    """The folder of shipped files (``search_spaces/``, ``tvm_targets/``).
+
+    An installed wheel carries them inside the package as ``canao/_shipped/FOLDER`` (setup.py
+    copies the checkout's top-level folders there when the wheel is built); an editable install
+    or a run from the checkout has no such copy and reads the checkout's top-level folder.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_shipped" / folder
+    return installed if installed.is_dir() else package.parent / folder
 
 
 def resolve_shipped(path: str | Path, folder: str, suffix: str, error: type[Exception],
                     what: str) -> Path:
+    """``path`` if it is a file, else the shipped file a bare name (suffix optional) names.
+
+    Anything else raises ``error``, listing the shipped names.
+    """
     p = Path(path)
     if p.is_file():
         return p

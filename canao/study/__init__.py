@@ -1,6 +1,14 @@
 """Optuna studies: storage, objectives, the Pareto front."""
 
-from canao.study._objective import CANDIDATE_FILE, Objective, artifact_dir, run, tuning_dir
+from canao.study._objective import (
+    CANDIDATE_FILE,
+    Objective,
+    Terminated,
+    artifact_dir,
+    candidate_key,
+    run,
+    tuning_dir,
+)
 from canao.study._storage import (
     DEFAULT_STORAGE,
     Heartbeat,
@@ -14,12 +22,14 @@ from canao.study._study import (
     OBJECTIVES,
     CanaoStudy,
     as_json,
+    check_device,
     check_study_name,
     create,
     front,
     is_feasible,
     load,
     pareto,
+    recover_orphans,
     summaries,
     trial_row,
     with_overrides,
@@ -33,8 +43,11 @@ __all__ = [
     "OBJECTIVES",
     "CanaoStudy",
     "Objective",
+    "Terminated",
     "artifact_dir",
     "as_json",
+    "candidate_key",
+    "check_device",
     "check_study_name",
     "create",
     "front",
@@ -42,6 +55,7 @@ __all__ = [
     "load",
     "open_storage",
     "pareto",
+    "recover_orphans",
     "redact",
     "run",
     "sole_sqlite_worker",

@@ -19,15 +19,17 @@ import optuna
 
 from canao import __version__, _config
 from canao._locks import file_lock
-from canao.errors import CandidateError
+from canao.errors import CandidateError, StorageError
+from canao.space import ArchConfig, CandidateSpec
 from canao.study import _provenance
-from canao.study._study import CanaoStudy
+from canao.study._study import CanaoStudy, check_device
+from canao.targets import DeviceIdentity, TargetProfile
 
 log = logging.getLogger(__name__)
 
 # Bump when building a candidate changes what a cached measurement would be
-# (2: token embeddings take the trial's weight storage).
-CANDIDATE_RECIPE = 2
+# (2: token embeddings take the trial's weight storage; 3: int8-dynamic weights in 7 bits).
+CANDIDATE_RECIPE = 3
 
 CANDIDATE_FILE = "candidate.pt"
 MEASUREMENT_FILE = "measurement.json"  # written last: its presence marks a complete artifact
@@ -54,11 +56,16 @@ class Objective:
     """Callable Optuna objective for a canao study (base and task are loaded once)."""
 
     def __init__(self, cs: CanaoStudy) -> None:
+        from canao.compile import resolve_device
         from canao.compress.importance import importance_scores
         from canao.models import load_or_train_base
         from canao.tasks import load_task
 
         self.cs = cs
+        if cs.device is None:  # a study older than device identities: it takes this one
+            check_device(cs, resolve_device(cs.profile))
+        assert cs.device is not None
+        self.device = cs.device
         self.task = load_task(cs.space)
         self._teacher_logits: Any = None
         self.interrupted: Callable[[], bool] = lambda: False  # set by run()
@@ -69,6 +76,7 @@ class Objective:
             self.base, self.base_info["key"], self.task.split("train"), cs.space.candidate)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        self.check_drift(trial)
         arch = self.cs.space.sample(trial)
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_key", arch.key())
@@ -88,6 +96,66 @@ class Objective:
         self.check_interrupt()  # a Ctrl-C that native code swallowed still fails the trial
         return values
 
+    def check_drift(self, trial: optuna.Trial) -> None:
+        """Re-time the sentinel (the base) when ``drift.every_trials`` trials have finished
+        since its last timing; flag ``trial`` while the latest timing is off the study's
+        first by more than ``drift.threshold``. A sentinel that fails is logged, not fatal."""
+        d = self.cs.profile.drift
+        if not d.every_trials or not self.cs.storage_url:
+            return
+        readings = _provenance.drift(self.cs.storage_url, self.cs.name)
+        finished = _complete(self.cs)
+        ratio = readings[-1]["ratio"] if readings else None
+        if ratio is None or finished - readings[-1]["finished_trials"] >= d.every_trials:
+            try:
+                ratio = self._time_sentinel(finished)
+            except CandidateError as e:
+                log.warning("drift sentinel not timed: %s", e)
+        if ratio is None:
+            return
+        trial.set_user_attr("drift_ratio", ratio)
+        if abs(ratio - 1) > d.threshold:
+            trial.set_user_attr("drift_flagged", True)
+            log.warning("trial %d measured while the sentinel runs at %.2fx its first timing "
+                        "(drift.threshold %.2f): flagged", trial.number, ratio, d.threshold)
+
+    def _time_sentinel(self, finished: int) -> float:
+        """Time the study's sentinel (built once: the base at the transferred rung)."""
+        import dataclasses
+
+        from canao.compile import compile_and_measure
+        from canao.compile.worker import BUILT_FILE
+        from canao.models import predict_logits
+        from canao.models.onnx_export import INPUT_NAME, export_onnx
+
+        cs = self.cs
+        profile = dataclasses.replace(
+            cs.profile, tuning=dataclasses.replace(cs.profile.tuning, rung="transferred"))
+        folder = cs.artifacts / cs.name / "sentinel" / self.device.key
+        built = (folder / BUILT_FILE).is_file()
+        if not built:
+            folder.mkdir(parents=True, exist_ok=True)
+            export_onnx(self.base, folder / "model.onnx", batch_size=profile.measure.batch_size)
+            ref_x = self.task.split("validation").x[:REFERENCE_SAMPLES]
+            np.save(folder / "reference_x.npy", ref_x)
+            np.save(folder / "reference_logits.npy", predict_logits(self.base, ref_x).numpy())
+        batch = profile.measure.batch_size
+        result = compile_and_measure(
+            folder / "model.onnx", folder, profile,
+            input_shape=self.base.config.input_shape(batch),
+            input_dtype=self.base.config.input_dtype, input_name=INPUT_NAME,
+            reference_x=folder / "reference_x.npy",
+            reference_logits=folder / "reference_logits.npy", db_dir=tuning_dir(cs),
+            device=self.device, measure_only=built)
+        latency = result["latency"]
+        ratio = _provenance.add_drift(cs.storage_url, study_name=cs.name, identity=self.device,
+                                      finished_trials=finished,
+                                      samples_ms=latency["samples_ms"],
+                                      median_ms=latency["median_ms"])
+        log.info("drift sentinel after %d finished trial(s): %.4f ms, %.3fx the first timing",
+                 finished, latency["median_ms"], ratio)
+        return ratio
+
     def check_interrupt(self) -> None:
         if self.interrupted():
             raise KeyboardInterrupt
@@ -104,23 +172,15 @@ class Objective:
         """Content key of a measured candidate: same key, same model, build and measurement.
 
         It covers what determines the result: the base (task data, shape, recipe), the
-        architecture, the candidate recipe (importance, recovery), the target profile's
-        target, threads, timing protocol and tuning rung, and the TVM and canao versions.
+        architecture, the candidate recipe (importance, recovery), the resolved device
+        (target with its CPU, features, CPU model, threads, TVM and LLVM versions), the
+        timing protocol and tuning rung, and the canao version. "host" is never in it.
         The tuning database is not in the key: a candidate's workloads are tuned (or found
         tuned) when it is first built and are never re-tuned at that rung, so later records
         for other workloads cannot change its build. Its digest is stored with the result.
         """
-        from canao.compile import fidelity
-
-        p = self.cs.profile
-        blob = json.dumps({
-            "base": self.base_info["key"], "arch": arch.to_dict(),
-            "candidate": _config.to_dict(self.cs.space.candidate), "target": p.target,
-            "threads": p.threads, "measure": _config.to_dict(p.measure),
-            "fidelity": fidelity(p)[0], "tvm": _installed("apache-tvm"),
-            "canao": __version__, "recipe": CANDIDATE_RECIPE,
-        }, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        return candidate_key(self.base_info["key"], arch, self.cs.space.candidate,
+                             self.cs.profile, self.device)
 
     def _evaluate(self, trial: optuna.Trial, arch: Any) -> tuple[float, float, float]:
         t0 = time.perf_counter()
@@ -150,6 +210,7 @@ class Objective:
             "param_bytes": result["param_bytes"], "workspace_bytes": result["workspace_bytes"],
             "library_bytes": result["library_bytes"], "max_abs_error": result["max_abs_error"],
             "target": result["target"], "tvm_version": result["tvm_version"],
+            "device_key": self.device.key,
             "machine": result["machine"], "tuning": result.get("tuning", {}),
             "cache_hit": hit, "build_s": elapsed,
             "timings_s": {**record["timings_s"], "import": result["import_s"],
@@ -162,7 +223,7 @@ class Objective:
                 self.cs.storage_url, study_name=self.cs.name,
                 trial_id=trial._trial_id, trial_number=trial.number, key=key, folder=folder,
                 profile_name=p.name, device=p.rpc.key if p.rpc else "local", measured=record,
-                cache_hit=hit)
+                cache_hit=hit, identity=self.device)
         values = (record["accuracy"], latency["median_ms"], memory_bytes / 1e6)
         if self.cs.budgets.active():
             trial.set_user_attr("violations", self.cs.budgets.violations(
@@ -216,7 +277,7 @@ class Objective:
             out / "model.onnx", out, profile, input_shape=model.config.input_shape(batch),
             input_dtype=model.config.input_dtype, input_name=INPUT_NAME,
             reference_x=out / "reference_x.npy", reference_logits=out / "reference_logits.npy",
-            db_dir=tuning_dir(self.cs))
+            db_dir=tuning_dir(self.cs), device=self.device)
         tolerance = parity_tolerance(arch.weights)
         if result["max_abs_error"] > tolerance:
             raise CandidateError(f"compiled outputs differ from PyTorch by "
@@ -228,18 +289,28 @@ class Objective:
                 "result": result}
 
 
+def candidate_key(base_key: str, arch: ArchConfig, candidate: CandidateSpec,
+                  profile: TargetProfile, device: DeviceIdentity) -> str:
+    """Content key of a candidate built from ``base_key`` and measured on ``device``
+    (see :meth:`Objective.candidate_key`)."""
+    from canao.compile import fidelity
+
+    blob = json.dumps({
+        "base": base_key, "arch": arch.to_dict(), "candidate": _config.to_dict(candidate),
+        "device": device.to_dict(), "measure": _config.to_dict(profile.measure),
+        "fidelity": fidelity(profile)[0], "canao": __version__, "recipe": CANDIDATE_RECIPE,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 def tuning_dir(cs: CanaoStudy) -> Path:
-    """The study's shared MetaSchedule database for its target profile."""
-    return cs.artifacts / cs.name / "tuning" / cs.profile.name
+    """The MetaSchedule database of the study's device, shared with every study on it."""
+    from canao.compile import device_tuning_dir
 
-
-def _installed(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "absent"
+    if cs.device is None:
+        raise StorageError(f"study '{cs.name}' has no device identity yet; resume it once "
+                           "on its device to record one")
+    return device_tuning_dir(cs.device)
 
 
 def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
@@ -276,31 +347,53 @@ def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
     return _complete(cs) - before
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``docker stop``, a service shutting down): the running trial fails
+    at once, like Ctrl-C, and the process exits with 143 (128 + SIGTERM)."""
+
+
 @contextlib.contextmanager
 def _interrupts(take: bool) -> Iterator[Callable[[], bool]]:
-    """Remember a Ctrl-C as well as raising KeyboardInterrupt for it.
+    """Remember a Ctrl-C or SIGTERM as well as raising KeyboardInterrupt for it.
 
     Code inside a trial that catches the KeyboardInterrupt (native code polls Python's
     signals mid-call: TVM's FFI registers PyErr_CheckSignals for that) cannot make the run
-    go on: the remembered flag still fails the trial and stops the run. Python's own handler
-    is replaced only where it is installed, or where ``take`` says to replace any (SIG_IGN
-    is inherited by a background job of a non-interactive shell, and by its children).
+    go on: the remembered flag still fails the trial and stops the run. Python's own SIGINT
+    handler is replaced only where it is installed, or where ``take`` says to replace any
+    (SIG_IGN is inherited by a background job of a non-interactive shell, and by its
+    children). SIGTERM is always taken: its default action would kill the process with its
+    trial left RUNNING until a heartbeat grace period passes.
     """
-    if threading.current_thread() is not threading.main_thread() or not (
-            take or signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
     seen = threading.Event()
+    terminated = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
         seen.set()
         signal.default_int_handler(signum, frame)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    def on_sigterm(signum: int, frame: Any) -> None:
+        seen.set()
+        terminated.set()
+        raise Terminated
+
+    take_int = take or signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous_int = signal.signal(signal.SIGINT, on_sigint) if take_int else None
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def interrupted() -> bool:
+        if terminated.is_set():
+            raise Terminated
+        return seen.is_set()
+
     try:
-        yield seen.is_set
+        yield interrupted
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _complete(cs: CanaoStudy) -> int:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from canao.study._storage import engine_kwargs
+from canao.targets import DeviceIdentity
 
 VERSION_TABLE = "canao_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -47,6 +48,7 @@ class Artifact(Base):
     workspace_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     library_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     created: Mapped[float] = mapped_column(sa.Float)
+    device_key: Mapped[str | None] = mapped_column(sa.String(64))  # canao_devices.key
 
 
 class Measurement(Base):
@@ -68,6 +70,30 @@ class Measurement(Base):
     machine: Mapped[str] = mapped_column(sa.Text)  # JSON
     cache_hit: Mapped[bool] = mapped_column(sa.Boolean)
     accuracy: Mapped[float] = mapped_column(sa.Float)
+    created: Mapped[float] = mapped_column(sa.Float)
+    device_key: Mapped[str | None] = mapped_column(sa.String(64))  # canao_devices.key
+
+
+class Device(Base):
+    """A resolved device identity (:class:`canao.targets.DeviceIdentity`), by its key."""
+
+    __tablename__ = "canao_devices"
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    identity: Mapped[str] = mapped_column(sa.Text)  # JSON
+    created: Mapped[float] = mapped_column(sa.Float)
+
+
+class DriftReading(Base):
+    """One re-timing of a study's sentinel model, against its first timing."""
+
+    __tablename__ = "canao_drift"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_name: Mapped[str] = mapped_column(sa.String(512), index=True)
+    device_key: Mapped[str] = mapped_column(sa.String(64))
+    finished_trials: Mapped[int] = mapped_column(sa.Integer)
+    median_ms: Mapped[float] = mapped_column(sa.Float)
+    ratio: Mapped[float] = mapped_column(sa.Float)
+    samples_ms: Mapped[str] = mapped_column(sa.Text)  # JSON list
     created: Mapped[float] = mapped_column(sa.Float)
 
 
@@ -103,13 +129,18 @@ def engine_for(url: str) -> sa.Engine:
 
 def record(url: str, *, study_name: str, trial_id: int, trial_number: int, key: str,
            folder: Path, profile_name: str, device: str, measured: dict[str, Any],
-           cache_hit: bool) -> None:
-    """Store the artifact (once per folder) and this trial's measurement of it."""
+           cache_hit: bool, identity: DeviceIdentity) -> None:
+    """Store the artifact (once per folder) and this trial's measurement of it.
+
+    ``device`` is where it was measured (``local`` or the RPC key); ``identity`` the
+    resolved device, stored once in ``canao_devices`` and named by every row.
+    """
     result = measured["result"]
     latency = result["latency"]
     now = time.time()
     with Session(engine_for(url)) as s, s.begin():
-        art = _artifact(s, key, folder, profile_name, measured, now)
+        _device(s, identity, now)
+        art = _artifact(s, key, folder, profile_name, measured, now, identity.key)
         s.add(Measurement(
             trial_id=trial_id, study_name=study_name, trial_number=trial_number,
             artifact_id=art.id, fidelity=result["fidelity"],
@@ -117,7 +148,43 @@ def record(url: str, *, study_name: str, trial_id: int, trial_number: int, key: 
             p95_ms=latency["p95_ms"], samples_ms=json.dumps(latency["samples_ms"]),
             rejected_samples_ms=json.dumps(latency.get("rejected_samples_ms", [])),
             noisy=bool(latency.get("noisy")), machine=json.dumps(result.get("machine")),
-            cache_hit=cache_hit, accuracy=measured["accuracy"], created=now))
+            cache_hit=cache_hit, accuracy=measured["accuracy"], created=now,
+            device_key=identity.key))
+
+
+def _device(s: Session, identity: DeviceIdentity, now: float) -> None:
+    """Add the identity's row unless it is there (a concurrent twin's insert is harmless)."""
+    if s.get(Device, identity.key) is not None:
+        return
+    try:
+        with s.begin_nested():
+            s.add(Device(key=identity.key, identity=json.dumps(identity.to_dict()), created=now))
+    except sa.exc.IntegrityError:
+        pass
+
+
+def add_drift(url: str, *, study_name: str, identity: DeviceIdentity, finished_trials: int,
+              samples_ms: list[float], median_ms: float) -> float:
+    """Store a sentinel re-timing; returns its ratio to the study's first one (1.0 if first)."""
+    with Session(engine_for(url)) as s, s.begin():
+        _device(s, identity, time.time())
+        first = s.scalar(sa.select(DriftReading.median_ms).where(
+            DriftReading.study_name == study_name).order_by(DriftReading.id).limit(1))
+        ratio = median_ms / first if first else 1.0
+        s.add(DriftReading(study_name=study_name, device_key=identity.key,
+                           finished_trials=finished_trials, median_ms=median_ms, ratio=ratio,
+                           samples_ms=json.dumps(samples_ms), created=time.time()))
+    return ratio
+
+
+def drift(url: str, study_name: str) -> list[dict[str, Any]]:
+    """A study's sentinel re-timings, oldest first."""
+    with Session(engine_for(url)) as s:
+        rows = s.scalars(sa.select(DriftReading).where(
+            DriftReading.study_name == study_name).order_by(DriftReading.id)).all()
+        return [{"finished_trials": r.finished_trials, "median_ms": r.median_ms,
+                 "ratio": r.ratio, "device_key": r.device_key, "created": r.created}
+                for r in rows]
 
 
 def measurements(url: str, study_name: str) -> list[dict[str, Any]]:
@@ -126,7 +193,8 @@ def measurements(url: str, study_name: str) -> list[dict[str, Any]]:
         rows = s.execute(sa.select(Measurement, Artifact).join(Artifact).where(
             Measurement.study_name == study_name).order_by(Measurement.trial_number)).all()
         return [{"trial_number": m.trial_number, "trial_id": m.trial_id, "key": a.key,
-                 "fidelity": m.fidelity, "device": m.device, "median_ms": m.median_ms,
+                 "fidelity": m.fidelity, "device": m.device, "device_key": m.device_key,
+                 "median_ms": m.median_ms,
                  "samples_ms": json.loads(m.samples_ms), "cache_hit": m.cache_hit,
                  "tvm_version": a.tvm_version, "tuning_digest": a.tuning_digest,
                  "target_profile": a.target_profile, "machine": json.loads(m.machine),
@@ -134,7 +202,7 @@ def measurements(url: str, study_name: str) -> list[dict[str, Any]]:
 
 
 def _artifact(s: Session, key: str, folder: Path, profile_name: str, measured: dict[str, Any],
-              now: float) -> Artifact:
+              now: float, device_key: str) -> Artifact:
     """The artifact row of ``folder``, added by the first trial that stores it.
 
     Two workers finishing the same candidate at once may both try to add it; the loser's
@@ -157,7 +225,7 @@ def _artifact(s: Session, key: str, folder: Path, profile_name: str, measured: d
                 tvm_version=result["tvm_version"],
                 tuning_digest=result.get("tuning", {}).get("database_digest"),
                 param_bytes=result["param_bytes"], workspace_bytes=result["workspace_bytes"],
-                library_bytes=result["library_bytes"], created=now)
+                library_bytes=result["library_bytes"], created=now, device_key=device_key)
             s.add(art)
         return art
     except sa.exc.IntegrityError:

@@ -86,13 +86,15 @@ def open_storage(url: str, *, must_exist: bool, heartbeat: Heartbeat | None = No
         if not path.parent.is_dir():
             raise StorageError(f"study database {shown}: folder {path.parent} does not exist")
     beat: dict[str, Any] = {"heartbeat_interval": None}
-    if heartbeat is not None:
-        beat = {"heartbeat_interval": heartbeat.interval_s, "grace_period": heartbeat.grace_s,
-                "heartbeat_stale_trial_callback":
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
     try:
         with warnings.catch_warnings():
+            # Optuna calls its heartbeat retry experimental; nothing a user can act on.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat is not None:
+                beat = {"heartbeat_interval": heartbeat.interval_s,
+                        "grace_period": heartbeat.grace_s,
+                        "heartbeat_stale_trial_callback":
+                            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **beat)
     except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -100,16 +102,20 @@ def open_storage(url: str, *, must_exist: bool, heartbeat: Heartbeat | None = No
 
 
 @contextlib.contextmanager
-def sole_sqlite_worker(url: str) -> Iterator[None]:
+def sole_sqlite_worker(url: str) -> Iterator[bool]:
     """For the block, be the only process running trials on a SQLite study file.
 
     SQLite serialises writers on one file; several trial-running processes would end in
     "database is locked" under load. A second one is refused at start instead (reading
     commands such as ``status`` are not affected). Other databases need no guard.
+
+    Yields:
+        True when the lock is held: then no other process is running trials on the file,
+        so a RUNNING trial found there belongs to a process that died.
     """
     path = sqlite_path(url)
     if path is None:
-        yield
+        yield False
         return
     lock = path.with_name(path.name + ".canao-worker.lock")
     with contextlib.ExitStack() as stack:
@@ -120,4 +126,4 @@ def sole_sqlite_worker(url: str) -> Iterator[None]:
                 f"study database {redact(url)} is a SQLite file and another canao process is "
                 "already running trials on it; SQLite is for one worker: run several workers "
                 "against PostgreSQL (--storage postgresql+psycopg://user@host/db)") from None
-        yield
+        yield True

@@ -15,10 +15,11 @@ from typing import Any
 import optuna
 
 from canao import __version__, _config
-from canao.errors import CanaoError, StorageError
+from canao.errors import CanaoError, StorageError, TargetError
 from canao.space import Budgets, SearchSpace, parse_space
+from canao.study import _provenance
 from canao.study._storage import Heartbeat, open_storage, redact
-from canao.targets import TargetProfile, parse_profile
+from canao.targets import DeviceIdentity, TargetProfile, parse_profile
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class CanaoStudy:
     seed: int
     budgets: Budgets = Budgets()  # the space's, with the overrides given when it was created
     storage_url: str = ""  # where the study lives (canao's provenance tables live there too)
+    # The device the study measures on, resolved when it was created (None: a study made
+    # before identities existed; the first process that runs trials on it records its own).
+    device: DeviceIdentity | None = None
 
     @property
     def name(self) -> str:
@@ -82,12 +86,13 @@ class CanaoStudy:
 
 
 def _record(space_text: str, space: SearchSpace, profile: TargetProfile,
-            artifacts: Path, seed: int, budgets: Budgets) -> dict[str, Any]:
+            artifacts: Path, seed: int, budgets: Budgets,
+            device: DeviceIdentity) -> dict[str, Any]:
     return {"version": 1, "canao": __version__, "space_name": space.name,
             "space_yaml": space_text, "profile_name": profile.name,
             "profile_json": profile.to_json(), "artifacts": str(artifacts.resolve()),
             "seed": seed, "objectives": list(OBJECTIVES), "created": time.time(),
-            "budgets": _config.to_dict(budgets)}
+            "budgets": _config.to_dict(budgets), "device": device.to_dict()}
 
 
 def with_overrides(budgets: Budgets, **overrides: float | None) -> Budgets:
@@ -98,9 +103,10 @@ def with_overrides(budgets: Budgets, **overrides: float | None) -> Budgets:
 
 
 def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
-           profile: TargetProfile, artifacts: Path, seed: int,
+           profile: TargetProfile, device: DeviceIdentity, artifacts: Path, seed: int,
            budgets: Budgets | None = None, heartbeat: Heartbeat | None = None) -> CanaoStudy:
-    """Create a new study; refuses a name that already exists in the database."""
+    """Create a new study on ``device`` (the profile resolved: ``canao.compile.resolve_device``);
+    refuses a name that already exists in the database."""
     storage = open_storage(storage_url, must_exist=False, heartbeat=heartbeat)
     if name in _names(storage):
         raise StorageError(f"study '{name}' already exists in {redact(storage_url)}; "
@@ -110,12 +116,62 @@ def create(name: str, storage_url: str, *, space_text: str, space: SearchSpace,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVES))  # so optuna-dashboard labels the axes
     budgets = space.study.budgets if budgets is None else budgets
-    record = _record(space_text, space, profile, artifacts, seed, budgets)
+    record = _record(space_text, space, profile, artifacts, seed, budgets, device)
     study.set_user_attr(_ATTR, record)
     if space.study.references:
         for label, params in space.reference_points():
             study.enqueue_trial(params, user_attrs={"reference": label})
-    return CanaoStudy(study, space, profile, artifacts.resolve(), seed, budgets, storage_url)
+    return CanaoStudy(study, space, profile, artifacts.resolve(), seed, budgets, storage_url,
+                      device)
+
+
+def recover_orphans(cs: CanaoStudy) -> list[int]:
+    """Fail every RUNNING trial of the study and queue its parameters again (once).
+
+    Only for a caller that knows their processes are gone (it holds the SQLite file's
+    worker lock): no heartbeat grace period needs to pass. A trial that was itself a retry
+    is not queued again (Optuna's retry bookkeeping, as for a stale heartbeat).
+
+    Returns:
+        The numbers of the trials failed.
+    """
+    storage = cs.study._storage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+    failed = []
+    for t in cs.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
+            retry(cs.study, storage.get_trial(t._trial_id))
+            storage.set_trial_user_attr(t._trial_id, "error",
+                                        "its process died mid-trial (found RUNNING by the next "
+                                        "process to take the study file's lock)")
+            failed.append(t.number)
+    return failed
+
+
+def check_device(cs: CanaoStudy, here: DeviceIdentity) -> None:
+    """Refuse to add measurements from a device other than the study's (one front, one device).
+
+    A study made before identities existed takes ``here`` as its device, stored once.
+
+    Raises:
+        TargetError: ``here`` differs from the study's device (the message names both).
+    """
+    if cs.device is None:
+        record = dict(cs.study.user_attrs[_ATTR])
+        record["device"] = here.to_dict()
+        cs.study.set_user_attr(_ATTR, record)
+        cs.device = here
+        log.info("study '%s' had no device identity; recorded this one: %s", cs.name,
+                 here.describe())
+        return
+    if cs.device.key != here.key:
+        raise TargetError(
+            f"study '{cs.name}' measures on {cs.device.describe()}, but this machine is "
+            f"{here.describe()} ({'; '.join(cs.device.differences(here))}); its latencies "
+            "would not be comparable: run this study's workers on its device, or start a new "
+            "study here")
 
 
 def load(name: str, storage_url: str, heartbeat: Heartbeat | None = None) -> CanaoStudy:
@@ -135,8 +191,10 @@ def load(name: str, storage_url: str, heartbeat: Heartbeat | None = None) -> Can
                             name=record["profile_name"])
     budgets = (_config.build(Budgets, record["budgets"], where=f"study '{name}' budgets", path="",
                              error=StorageError) if "budgets" in record else space.study.budgets)
+    device = (DeviceIdentity.from_dict(record["device"], where=f"study '{name}' device")
+              if record.get("device") else None)
     return CanaoStudy(study, space, profile, Path(record["artifacts"]), int(record["seed"]),
-                      budgets, storage_url)
+                      budgets, storage_url, device)
 
 
 def _names(storage: Any) -> list[str]:
@@ -149,7 +207,8 @@ def summaries(storage_url: str, name: str | None = None) -> list[dict[str, Any]]
     names = [name] if name else _names(storage)
     out = []
     for n in names:
-        st = load(n, storage_url).study
+        cs = load(n, storage_url)
+        st = cs.study
         trials = st.get_trials(deepcopy=False)
         counts = Counter(t.state.name for t in trials)
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -159,9 +218,16 @@ def summaries(storage_url: str, name: str | None = None) -> list[dict[str, Any]]
                     "latency_ms": min(t.values[1] for t in done),
                     "memory_mb": min(t.values[2] for t in done)}
         rec = st.user_attrs.get(_ATTR, {})
+        readings = _provenance.drift(storage_url, n)
         out.append({"study": n, "space": rec.get("space_name"), "target": rec.get("profile_name"),
+                    "device": cs.device.describe() if cs.device else None,
+                    "device_key": cs.device.key if cs.device else None,
                     "trials": len(trials), "states": dict(sorted(counts.items())),
-                    "best": best})
+                    "best": best,
+                    "drift": ({"readings": len(readings), "latest_ratio": readings[-1]["ratio"],
+                               "max_deviation": max(abs(r["ratio"] - 1) for r in readings)}
+                              if readings else None),
+                    "drift_flagged": sum(bool(t.user_attrs.get("drift_flagged")) for t in done)})
     return out
 
 

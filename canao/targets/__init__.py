@@ -1,7 +1,9 @@
-"""Device target profiles (``tvm_targets/*.json``)."""
+"""Device target profiles (``tvm_targets/*.json``) and the device identities they resolve to."""
 
+from canao.targets._device import DeviceIdentity, missing_features, normalise_feature
 from canao.targets._profile import (
     BuildConfig,
+    DriftConfig,
     MeasureConfig,
     RemoteConfig,
     TargetProfile,
@@ -12,10 +14,14 @@ from canao.targets._profile import (
 
 __all__ = [
     "BuildConfig",
+    "DeviceIdentity",
+    "DriftConfig",
     "MeasureConfig",
     "RemoteConfig",
     "TargetProfile",
     "TuningConfig",
     "load_profile",
+    "missing_features",
+    "normalise_feature",
     "parse_profile",
 ]

@@ -104,6 +104,25 @@ class RemoteConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """Re-timing of a fixed sentinel (the study's base model) while a study runs.
+
+    Every ``every_trials`` finished trials the sentinel is timed again with the profile's
+    protocol and stored; a trial measured while the latest timing is off the first one by
+    more than ``threshold`` (relative) is flagged: the machine was not the same machine.
+    """
+
+    every_trials: int = 0  # 0: no sentinel
+    threshold: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.every_trials < 0:
+            raise ValueError(f"'drift.every_trials' must be >= 0, got {self.every_trials}")
+        if self.threshold <= 0:
+            raise ValueError(f"'drift.threshold' must be positive, got {self.threshold}")
+
+
+@dataclass(frozen=True)
 class TargetProfile:
     """A parsed target profile.
 
@@ -121,6 +140,7 @@ class TargetProfile:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     rpc: RemoteConfig | None = None  # measure on a remote device instead of locally
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def __post_init__(self) -> None:
         if self.version != PROFILE_VERSION:
