@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -138,14 +139,16 @@ def recover_orphans(cs: CanaoStudy) -> list[int]:
     storage = cs.study._storage
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     failed = []
     for t in cs.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "error",
+                                    "its process died mid-trial (found RUNNING by the next "
+                                    "process to take the study file's lock)")
         if storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
-            retry(cs.study, storage.get_trial(t._trial_id))
-            storage.set_trial_user_attr(t._trial_id, "error",
-                                        "its process died mid-trial (found RUNNING by the next "
-                                        "process to take the study file's lock)")
+            dead = copy.deepcopy(storage.get_trial(t._trial_id))
+            dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "error"}
+            retry(cs.study, dead)
             failed.append(t.number)
     return failed
 
