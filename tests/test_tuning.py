@@ -124,3 +124,46 @@ def test_a_stalled_workload_is_recorded_and_the_build_goes_on(tmp_path: Path) ->
     assert r["tuning"]["tuned_tasks"] == 0 and r["tuning"]["stalled"] == sorted(keys.values())
     recorded = json.loads((db / STALLED).read_text())
     assert recorded[last]["task"] == keys[last] and recorded[last]["timeout_s"] == 0.001
+
+
+@pytest.mark.slow
+def test_a_device_database_is_listed_exported_and_imported_on_another_machine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from canao.compile import device_tuning_dir, resolve_device
+
+    monkeypatch.setenv("CANAO_TUNING_DIR", str(tmp_path / "here"))
+    device = resolve_device(PROFILE)
+    db = device_tuning_dir(device)
+    first = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "a", PROFILE,
+                                db_dir=db, device=device, **_candidate(tmp_path / "a", 32))
+    assert first["tuning"]["covered_after"] > 0
+    code, text = run_cli("tuning", "list", "--json")
+    assert code == 0, text
+    (row,) = json.loads(text)
+    assert row["key"] == device.key and row["records"] > 0 and row["workloads"] > 0
+    archive = tmp_path / "db.tar.gz"
+    code, text = run_cli("tuning", "export", "--device", device.key, "--out", str(archive))
+    assert code == 0 and f"{row['records']} records" in text, text
+
+    # The other machine: an empty tuning folder. Importing twice adds nothing the second time.
+    monkeypatch.setenv("CANAO_TUNING_DIR", str(tmp_path / "there"))
+    code, text = run_cli("tuning", "import", str(archive))
+    assert code == 0 and f"{row['records']} new records" in text, text
+    code, text = run_cli("tuning", "import", str(archive))
+    assert code == 0 and "0 new workloads, 0 new records" in text, text
+    (there,) = json.loads(run_cli("tuning", "list", "--json")[1])
+    assert (there["key"], there["records"], there["workloads"]) == \
+        (device.key, row["records"], row["workloads"])
+    # ... and it is warm: the same model there tunes nothing and finds every record.
+    warm = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "b", PROFILE,
+                               db_dir=device_tuning_dir(device), device=device,
+                               **_candidate(tmp_path / "b", 32))
+    assert warm["tuning"]["tuned_tasks"] == 0
+    assert warm["tuning"]["covered_after"] == first["tuning"]["covered_after"]
+
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not an archive")
+    code, text = run_cli("tuning", "import", str(bad))
+    assert code == 2 and "not a readable .tar.gz archive" in text
+    code, text = run_cli("tuning", "export", "--device", "nosuchkey", "--out", str(tmp_path / "x"))
+    assert code == 2 and "no tuning database for device nosuchkey" in text

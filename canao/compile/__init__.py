@@ -18,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from canao.cache import cache_dir
+from canao.compile._database import (  # no TVM: reads and merges the JSON files
+    DEVICE_FILE,
+    export_database,
+    import_database,
+    list_databases,
+)
 from canao.errors import CandidateError, TargetError
 from canao.targets import DeviceIdentity, TargetProfile
 
@@ -45,7 +51,6 @@ def resolve_device(profile: TargetProfile, *, mcpu: str | None = None) -> Device
     return resolve(profile, mcpu=mcpu)
 
 
-DEVICE_FILE = "device.json"  # the identity a tuning database belongs to, in its folder
 
 
 def tuning_root() -> Path:
@@ -238,4 +243,5 @@ def shutdown_workers() -> None:
 
 
 __all__ = ["DEVICE_FILE", "CandidateError", "TargetError", "check_target", "compile_and_measure",
-           "device_tuning_dir", "fidelity", "resolve_device", "tuning_root"]
+           "device_tuning_dir", "export_database", "fidelity", "import_database",
+           "list_databases", "resolve_device", "tuning_root"]

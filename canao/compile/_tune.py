@@ -43,12 +43,12 @@ from tvm.s_tir.meta_schedule.builder import local_builder as _lb
 
 from canao._locks import file_lock
 from canao.compile import STALLED_EXIT
+from canao.compile._database import ATTEMPTED, LOCK, RECORDS, STALLED, WORKLOADS
 
 log = logging.getLogger(__name__)
 
-WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
-ATTEMPTED = "attempted.json"  # workloads already tuned with a budget, records or not
-STALLED = "stalled.json"  # workloads whose tuning ran past task_timeout_s: never tuned again
+# attempted.json: workloads already tuned with a budget, records or not; stalled.json:
+# workloads whose tuning ran past task_timeout_s, never tuned again.
 POPULATION = 128  # evolutionary-search population (default 512: too slow on a small CPU)
 NUM_SEARCH_THREADS = 2  # threads for the search itself; measurement threads are the profile's
 
@@ -115,7 +115,7 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
     """
     prepared = prepare(mod, target)
     tasks = ms.relax_integration.extract_tasks(prepared, target)
-    with file_lock(db_dir / ".lock"):
+    with file_lock(db_dir / LOCK):
         db = open_database(db_dir)
         attempted = _read_json(db_dir / ATTEMPTED)
         stalled = _read_json(db_dir / STALLED)
