@@ -100,7 +100,8 @@ class _DynamicInt8Linear(torch.autograd.Function):
 class _StoredMatrix(nn.Module):
     """A 2-D weight held in one of ``WEIGHT_KINDS`` (or clustered); int8 scales along ``axis``."""
 
-    def _store(self, w: torch.Tensor, weights: str, clusters: int, *, reduce_dim: int) -> None:
+    def _store(self, w: torch.Tensor, weights: str, clusters: int, *, reduce_dim: int,
+               qmax: int = WEIGHT_QMAX) -> None:
         if clusters:
             self.kind = f"clustered-{clusters}"
             idx, codebook = kmeans_1d(w.numpy(), clusters)
@@ -108,9 +109,7 @@ class _StoredMatrix(nn.Module):
             self.register_buffer("codebook", torch.from_numpy(codebook))
         elif weights in ("int8", "int8-dynamic"):
             self.kind = weights
-            # One symmetric scale per output channel (linear) or per token (embedding). Only
-            # a weight that feeds an integer matmul needs the 7-bit range.
-            qmax = DYNAMIC_QMAX if weights == "int8-dynamic" and reduce_dim == 0 else WEIGHT_QMAX
+            # One symmetric scale per output channel (linear) or per token (embedding).
             scale = w.abs().amax(dim=reduce_dim, keepdim=reduce_dim == 1) / float(qmax)
             scale = scale.clamp(min=1e-12)
             self.register_buffer("q", torch.round(w / scale).clamp(-qmax, qmax).to(torch.int8))
@@ -151,10 +150,14 @@ class _StoredMatrix(nn.Module):
 class DeployLinear(_StoredMatrix):
     """``y = x @ W + b`` with ``W`` of shape ``(in, out)`` stored as one of ``WEIGHT_KINDS``."""
 
-    def __init__(self, linear: nn.Linear, weights: str = "fp32", clusters: int = 0) -> None:
+    def __init__(self, linear: nn.Linear, weights: str = "fp32", clusters: int = 0, *,
+                 dynamic_qmax: int = DYNAMIC_QMAX) -> None:
         super().__init__()
         self.register_buffer("bias", linear.bias.detach().clone())
-        self._store(linear.weight.detach().t().contiguous(), weights, clusters, reduce_dim=0)
+        # Only a weight that feeds an integer matmul needs the 7-bit range.
+        qmax = dynamic_qmax if weights == "int8-dynamic" else WEIGHT_QMAX
+        self._store(linear.weight.detach().t().contiguous(), weights, clusters, reduce_dim=0,
+                    qmax=qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "int8-dynamic":
@@ -179,12 +182,16 @@ class DeployEmbedding(_StoredMatrix):
 BLOCK_LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "fc1", "fc2")
 
 
-def deploy(model: Encoder, weights: str = "fp32", clusters: int = 0) -> Encoder:
+def deploy(model: Encoder, weights: str = "fp32", clusters: int = 0, *,
+           dynamic_qmax: int = DYNAMIC_QMAX) -> Encoder:
     """A copy of ``model`` whose block linears, and token embedding, store their weights as asked.
 
     A text model's embedding table is most of its bytes at small widths (vocabulary x hidden),
     so it takes the same storage; the patch embedding, norms, pooler and classifier stay fp32:
-    they are a small share of the bytes and the most sensitive to error.
+    they are a small share of the bytes and the most sensitive to error. ``dynamic_qmax``
+    (int8-dynamic only) exists to measure what the 7-bit range costs against 8 bits
+    (``benchmarks/int8_range.py``); anything but the default may saturate on x86 CPUs
+    without VNNI.
     """
     out = copy.deepcopy(model).eval()
     if isinstance(out.embed, nn.Embedding) and (weights != "fp32" or clusters):
@@ -193,7 +200,8 @@ def deploy(model: Encoder, weights: str = "fp32", clusters: int = 0) -> Encoder:
         for path in BLOCK_LINEARS:
             owner_path, _, name = path.rpartition(".")
             owner = block.get_submodule(owner_path) if owner_path else block
-            setattr(owner, name, DeployLinear(getattr(owner, name), weights, clusters))
+            setattr(owner, name, DeployLinear(getattr(owner, name), weights, clusters,
+                                              dynamic_qmax=dynamic_qmax))
     return out
 
 
