@@ -112,6 +112,11 @@ def test_search_measures_on_the_remote_device_and_survives_losing_it(
     (t,) = optuna.load_study(study_name="remote", storage=url).trials
     assert t.state == optuna.trial.TrialState.COMPLETE
     assert t.user_attrs["machine"] and t.user_attrs["max_abs_error"] < 1e-4
+    # The study's device is the remote one, its CPU read through the RPC session.
+    from canao import study as st
+
+    device = st.load("remote", url).device
+    assert device is not None and device.where == f"rpc:{KEY}" and KEY in device.cpu
 
     # Run more trials in another process and stop the device once one of them has finished.
     search = subprocess.Popen(
