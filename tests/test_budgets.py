@@ -68,3 +68,16 @@ def test_constrained_search_gives_optuna_the_budgets(tmp_path: Path) -> None:
     cs.study.sampler = tpe.sampler_for_run()
     cs.study.optimize(lambda trial: (0.9, 1.0, 0.5), n_trials=1)  # values the sampler sees
     assert list(cs.study.trials[-1].system_attrs["constraints"]) == [0.0]  # no "violations" attr
+
+
+def test_a_trial_without_its_base_accuracy_is_judged_against_the_studys_base() -> None:
+    from canao.study import is_feasible, violations
+
+    # A trial that never recorded base_accuracy (it failed before the attribute was set and
+    # was completed by hand, or came from another tool) must not be its own base.
+    t = optuna.trial.create_trial(values=[0.50, 1.0, 1.0])
+    budgets = Budgets(max_accuracy_drop=0.01)
+    assert violations(t, budgets, base_accuracy=0.90) == pytest.approx([0.39])
+    assert not is_feasible(t, budgets, base_accuracy=0.90)
+    assert not is_feasible(t, budgets)  # no base known at all: the budget cannot hold
+    assert is_feasible(t, Budgets(max_latency_ms=2.0))  # no drop budget: no base needed

@@ -15,7 +15,7 @@ import optuna
 from canao import _config
 from canao.service._config import ServiceError
 from canao.space import ArchConfig
-from canao.study import CanaoStudy, front, is_feasible, trial_row
+from canao.study import CanaoStudy, front, is_feasible, study_base_accuracy, trial_row
 
 PAGE = "pareto.html"
 _DATA_SLOT = "/*CANAO_DATA*/null"  # the page fetches its data unless it is written here
@@ -26,14 +26,13 @@ def plot_points(cs: CanaoStudy) -> dict[str, Any]:
     report = front(cs)
     on_front = {r["trial"] for r in report["front"]}
     done = cs.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    base = next((t.user_attrs["base_accuracy"] for t in done if "base_accuracy" in t.user_attrs),
-                None)
+    base = study_base_accuracy(done)
     points = []
     for t in done:
         row = trial_row(t)
         label = ArchConfig.from_dict(row["arch"]).describe() if row["arch"] else "?"
         points.append({**row, "label": label, "pareto": t.number in on_front,
-                       "feasible": is_feasible(t, cs.budgets),
+                       "feasible": is_feasible(t, cs.budgets, base),
                        "cache_hit": bool(t.user_attrs.get("cache_hit"))})
     counts: dict[str, int] = {}
     for t in cs.study.get_trials(deepcopy=False):

@@ -30,8 +30,10 @@ from canao.study._study import (
     load,
     pareto,
     recover_orphans,
+    study_base_accuracy,
     summaries,
     trial_row,
+    violations,
     with_overrides,
 )
 
@@ -60,8 +62,10 @@ __all__ = [
     "run",
     "sole_sqlite_worker",
     "storage_url",
+    "study_base_accuracy",
     "summaries",
     "trial_row",
     "tuning_dir",
+    "violations",
     "with_overrides",
 ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import re
 import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
@@ -25,7 +26,7 @@ from canao.targets import DeviceIdentity, TargetProfile, parse_profile
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("accuracy", "latency_ms", "memory_mb")
-DIRECTIONS = ("maximize", "minimize", "minimize")
+DIRECTIONS: tuple[Literal["maximize", "minimize"], ...] = ("maximize", "minimize", "minimize")
 _ATTR = "canao"  # the study user attribute holding canao's record of the study
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -239,13 +240,30 @@ def pareto(cs: CanaoStudy, budgets: Budgets | None = None) -> list[dict[str, Any
     return front(cs, budgets)["front"]
 
 
-def violations(t: optuna.trial.FrozenTrial, budgets: Budgets) -> list[float]:
-    """How far a finished trial's stored values break each budget (<= 0: met)."""
-    return budgets.violations(*t.values, t.user_attrs.get("base_accuracy", t.values[0]))
+def violations(t: optuna.trial.FrozenTrial, budgets: Budgets,
+               base_accuracy: float | None = None) -> list[float]:
+    """How far a finished trial's stored values break each budget (<= 0: met).
+
+    The accuracy drop is measured from the trial's own ``base_accuracy`` attribute, else
+    from ``base_accuracy`` (the study's base); with neither it cannot be judged, and an
+    accuracy-drop budget counts as broken rather than silently met.
+    """
+    accuracy, latency_ms, memory_mb = t.values
+    base = t.user_attrs.get("base_accuracy", base_accuracy)
+    if base is None:
+        base = math.inf if budgets.max_accuracy_drop is not None else accuracy
+    return budgets.violations(accuracy, latency_ms, memory_mb, base)
 
 
-def is_feasible(t: optuna.trial.FrozenTrial, budgets: Budgets) -> bool:
-    return all(v <= 0 for v in violations(t, budgets))
+def is_feasible(t: optuna.trial.FrozenTrial, budgets: Budgets,
+                base_accuracy: float | None = None) -> bool:
+    return all(v <= 0 for v in violations(t, budgets, base_accuracy))
+
+
+def study_base_accuracy(trials: list[optuna.trial.FrozenTrial]) -> float | None:
+    """The base's validation accuracy as the study's trials recorded it (None if none did)."""
+    return next((float(t.user_attrs["base_accuracy"]) for t in trials
+                 if "base_accuracy" in t.user_attrs), None)
 
 
 def front(cs: CanaoStudy, budgets: Budgets | None = None, nearest: int = 3) -> dict[str, Any]:
@@ -258,10 +276,12 @@ def front(cs: CanaoStudy, budgets: Budgets | None = None, nearest: int = 3) -> d
     budgets = cs.budgets if budgets is None else budgets
     done = cs.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
-    def violation(t: optuna.trial.FrozenTrial) -> list[float]:
-        return violations(t, budgets)
+    base = study_base_accuracy(done)
 
-    feasible = [t for t in done if is_feasible(t, budgets)]
+    def violation(t: optuna.trial.FrozenTrial) -> list[float]:
+        return violations(t, budgets, base)
+
+    feasible = [t for t in done if all(v <= 0 for v in violation(t))]
     rows = [trial_row(t) for t in _non_dominated(feasible)]
     out: dict[str, Any] = {
         "budgets": _config.to_dict(budgets), "finished": len(done),
