@@ -54,6 +54,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check canao tests benchmarks
+	$(BIN)/mypy canao
 
 clean:
 	rm -rf $(VENV) canao_artifacts canao_service canao.db canao.db.canao-worker.lock .pytest_cache

@@ -99,10 +99,7 @@ def analyse(args: argparse.Namespace, search_s: float) -> dict[str, Any]:
             "accuracy": base_info["validation_accuracy"],
             "latency_ms": base_res["latency"]["median_ms"],
             "memory_mb": (base_res["param_bytes"] + base_res["workspace_bytes"]) / 1e6,
-            "arch": {"hidden": cs.space.base.model.hidden,
-                     "heads": [cs.space.base.model.heads] * cs.space.base.model.layers,
-                     "ffn": [cs.space.base.model.ffn] * cs.space.base.model.layers,
-                     "weights": "fp32", "clusters": 0},
+            "arch": cs.space.base_arch().to_dict(),
             "fidelity": base_res["fidelity"], "test_accuracy": compiled_accuracy(base_dir, test)}
     done = [t for t in cs.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     rows = []

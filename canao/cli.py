@@ -292,7 +292,7 @@ def pareto(study_name: str, storage: str | None, as_json: bool, **budgets: float
     cs = st.load(study_name, _storage(storage))
     report = st.front(cs, st.with_overrides(cs.budgets, **budgets))
     if as_json:
-        click.echo(st.as_json(report["front"]))
+        click.echo(json.dumps(report["front"], indent=2))
         return
     _print_report(report)
 

@@ -28,7 +28,9 @@ _BF16_SUFFIX = "_bfloat16"  # npz has no bfloat16: such arrays are stored as the
 
 
 def save_params(path: Path, arrays: list[np.ndarray]) -> None:
-    named = {}
+    # Any, not np.ndarray: numpy's stub types ``**kwds`` of savez, and mypy then checks a
+    # ``**dict`` against every keyword parameter, allow_pickle (a bool) included.
+    named: dict[str, Any] = {}
     for i, a in enumerate(arrays):
         if a.dtype == ml_dtypes.bfloat16:
             named[f"p{i:04d}{_BF16_SUFFIX}"] = a.view(np.uint16)

@@ -166,3 +166,20 @@ def test_interrupted_export_leaves_no_partial_bundle(finished_study: dict, tmp_p
                          "--trial", "0", "--out", str(out))
     assert code == 0, text
     assert (out / "SHA256SUMS").is_file()
+
+
+def test_export_checks_the_final_build_against_the_candidate(tmp_path: Path) -> None:
+    import numpy as np
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    code, text = run_cli("-q", "search", "--space", str(TINY_SPACE), "--target", str(FAST_TARGET),
+                         "--study", "e", "--storage", url, "--trials", "1",
+                         "--artifacts", str(tmp_path / "a"))
+    assert code == 0, text
+    (folder,) = [p for p in (tmp_path / "a" / "cache").iterdir() if p.is_dir()]
+    ref = folder / "reference_logits.npy"
+    np.save(ref, np.load(ref) + 1.0)  # what a wrong final build would compute, seen from here
+    code, text = run_cli("export", "--study", "e", "--storage", url, "--trial", "0",
+                         "--out", str(tmp_path / "b"))
+    assert code == 2 and "the final build's outputs differ from the candidate's" in text, text
+    assert not (tmp_path / "b").exists()

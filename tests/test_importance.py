@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from canao.compress import slice_encoder
@@ -86,13 +87,26 @@ def test_gates_meet_the_budget_and_close_inert_units_first() -> None:
     assert kept[DEAD_LAYER] < min(kept[0], kept[2]), kept
 
 
-def test_scores_are_cached_with_the_base() -> None:
+def test_scores_are_cached_with_the_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from canao.compress import importance
+
     m, data = _inert_model()
     spec = dataclasses.replace(CandidateSpec(), importance="taylor", taylor_batches=2)
-    first, rec = importance_scores(m, "test-base-key", data, spec)
-    again, rec2 = importance_scores(m, "test-base-key", data, spec)
+    key = f"test-base-{uuid.uuid4().hex[:8]}"
+    first, rec = importance_scores(m, key, data, spec)
+
+    def scorer_must_not_run(*args: object) -> None:
+        raise AssertionError("the cached scores were computed again")
+
+    monkeypatch.setitem(importance.SCORERS, "taylor", scorer_must_not_run)
+    again, rec2 = importance_scores(m, key, data, spec)
     assert rec == rec2 == {"importance": "taylor", "batches": 2}
     assert torch.equal(first["layers"], again["layers"])
+    # Another base (key) is scored anew: the cache is per base.
+    with pytest.raises(AssertionError, match="computed again"):
+        importance_scores(m, key + "-other", data, spec)
 
 
 def test_slim_command_trains_and_reports(tmp_path) -> None:

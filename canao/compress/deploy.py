@@ -76,7 +76,7 @@ class _DynamicInt8Linear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, q, scale, bias):  # type: ignore[override]
+    def forward(ctx, x, q, scale, bias):
         # The range is taken per sample: the exported graph takes it per tensor, and a
         # module is compiled for batch 1, so a batch here computes what the module computes
         # for each of its samples.
@@ -90,7 +90,7 @@ class _DynamicInt8Linear(torch.autograd.Function):
         return acc.float() * (x_scale * scale) + bias
 
     @staticmethod
-    def symbolic(g, x, q, scale, bias):  # type: ignore[no-untyped-def]
+    def symbolic(g, x, q, scale, bias):
         xq, x_scale, x_zp = g.op("DynamicQuantizeLinear", x, outputs=3)
         acc = g.op("MatMulInteger", xq, q, x_zp)
         acc = g.op("Cast", acc, to_i=1)  # TensorProto.FLOAT
@@ -99,6 +99,15 @@ class _DynamicInt8Linear(torch.autograd.Function):
 
 class _StoredMatrix(nn.Module):
     """A 2-D weight held in one of ``WEIGHT_KINDS`` (or clustered); int8 scales along ``axis``."""
+
+    kind: str
+    # Buffers registered by ``_store`` (only those of ``kind`` exist on an instance).
+    w: torch.Tensor  # fp32
+    q: torch.Tensor  # int8, int8-dynamic
+    scale: torch.Tensor
+    h: torch.Tensor  # fp16, bf16
+    idx: torch.Tensor  # clustered
+    codebook: torch.Tensor
 
     def _store(self, w: torch.Tensor, weights: str, clusters: int, *, reduce_dim: int,
                qmax: int = WEIGHT_QMAX) -> None:
@@ -149,6 +158,8 @@ class _StoredMatrix(nn.Module):
 
 class DeployLinear(_StoredMatrix):
     """``y = x @ W + b`` with ``W`` of shape ``(in, out)`` stored as one of ``WEIGHT_KINDS``."""
+
+    bias: torch.Tensor  # a buffer
 
     def __init__(self, linear: nn.Linear, weights: str = "fp32", clusters: int = 0, *,
                  dynamic_qmax: int = DYNAMIC_QMAX) -> None:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn import functional as F
 
 from canao.compress.slicing import magnitude_scores
 from canao.models import Encoder
+from canao.models.encoder import Block
 from canao.tasks import Split
 
 Scores = dict[str, Any]
@@ -46,13 +47,15 @@ def gated(model: Encoder, init: float) -> Iterator[dict[str, list[torch.Tensor]]
 
 
 def _clear_gates(model: Encoder) -> None:
-    for block in model.blocks:
+    for module in model.blocks:
+        block = cast(Block, module)
         block.attn.head_gate = block.ffn_gate = block.layer_gate = None
 
 
 def _set_gates(model: Encoder, logits: dict[str, list[torch.Tensor]],
                squash: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    for i, block in enumerate(model.blocks):
+    for i, module in enumerate(model.blocks):
+        block = cast(Block, module)
         block.attn.head_gate = squash(logits["heads"][i])
         block.ffn_gate = squash(logits["ffn"][i])
         block.layer_gate = squash(logits["layers"][i])

@@ -9,11 +9,13 @@ base's, plus a record of what was kept (for the trial's description).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from canao.models import Encoder
+from canao.models.encoder import Block
 from canao.space import ArchConfig
 
 
@@ -41,7 +43,8 @@ def magnitude_scores(model: Encoder) -> dict[str, Any]:
     layer, heads, neurons = [], [], []
     hidden = torch.zeros(c.hidden)
     hidden += _l1(model.pos, (0, 1)) + _l1(model.head.weight, 0)
-    w = model.embed.weight  # (hidden, C, p, p) for patches, (vocab, hidden) for tokens
+    # (hidden, C, p, p) for patches, (vocab, hidden) for tokens
+    w = cast("nn.Conv2d | nn.Embedding", model.embed).weight
     hidden += _l1(w, tuple(range(1, w.dim()))) if c.frontend == "patch" else _l1(w, 0)
     for norm in (model.ln_f, model.emb_norm):
         if norm is not None:
@@ -50,7 +53,8 @@ def magnitude_scores(model: Encoder) -> dict[str, Any]:
         hidden += _l1(model.cls, (0, 1))
     if model.pooler is not None:
         hidden += _l1(model.pooler.weight, 0) + _l1(model.pooler.weight, 1)
-    for b, h in zip(model.blocks, c.heads):
+    for block, h in zip(model.blocks, c.heads):
+        b = cast(Block, block)
         a = b.attn
         per_head = sum(_l1(lin.weight, 1).view(h, c.head_dim).sum(1) for lin in (a.q, a.k, a.v))
         per_head = per_head + _l1(a.o.weight, 0).view(h, c.head_dim).sum(1)
@@ -97,22 +101,27 @@ def slice_encoder(model: Encoder, arch: ArchConfig,
     d = torch.tensor(kept.hidden)
     with torch.no_grad():
         if c.frontend == "patch":
-            new.embed.weight.copy_(model.embed.weight[d])  # (hidden, C, p, p)
-            new.embed.bias.copy_(model.embed.bias[d])
+            new_conv, conv = cast(nn.Conv2d, new.embed), cast(nn.Conv2d, model.embed)
+            assert new_conv.bias is not None and conv.bias is not None
+            assert new.cls is not None and model.cls is not None
+            new_conv.weight.copy_(conv.weight[d])  # (hidden, C, p, p)
+            new_conv.bias.copy_(conv.bias[d])
             new.cls.copy_(model.cls[..., d])
         else:
-            new.embed.weight.copy_(model.embed.weight[:, d])  # (vocab, hidden)
+            new_emb, emb = cast(nn.Embedding, new.embed), cast(nn.Embedding, model.embed)
+            new_emb.weight.copy_(emb.weight[:, d])  # (vocab, hidden)
         new.pos.copy_(model.pos[..., d])
         for name in ("ln_f", "emb_norm"):
             if getattr(new, name) is not None:
                 _copy_norm(getattr(new, name), getattr(model, name), d)
         if new.pooler is not None:
+            assert model.pooler is not None  # same style as new
             new.pooler.weight.copy_(model.pooler.weight[d][:, d])
             new.pooler.bias.copy_(model.pooler.bias[d])
         new.head.weight.copy_(model.head.weight[:, d])
         new.head.bias.copy_(model.head.bias)
-        for nb, base_i, hs, fs in zip(new.blocks, kept.layers, kept.heads, kept.ffn):
-            ob = model.blocks[base_i]
+        for new_block, base_i, hs, fs in zip(new.blocks, kept.layers, kept.heads, kept.ffn):
+            nb, ob = cast(Block, new_block), cast(Block, model.blocks[base_i])
             # Columns of q/k/v rows (and o columns) that belong to the kept heads.
             inner = torch.tensor([h * c.head_dim + j for h in hs for j in range(c.head_dim)])
             for name in ("q", "k", "v"):

@@ -86,6 +86,15 @@ def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
         input_dtype=meta["input_dtype"], input_name=meta["input_name"],
         reference_x=src / "reference_x.npy", reference_logits=src / "reference_logits.npy",
         db_dir=device_tuning_dir(device), final=True, device=device)
+    # The re-tuned build must compute what the searched candidate computed (the trial's own
+    # build was checked against the same reference outputs).
+    from canao.compress.deploy import parity_tolerance
+
+    tolerance = parity_tolerance(trial.user_attrs.get("arch", {}).get("weights", "fp32"))
+    if result["max_abs_error"] > tolerance:
+        raise ExportError(f"trial {trial.number}: the final build's outputs differ from the "
+                          f"candidate's by {result['max_abs_error']:.3g} (> {tolerance}); "
+                          "nothing was exported")
     done.write_text(json.dumps(result, indent=2))
     return folder, result
 

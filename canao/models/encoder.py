@@ -200,6 +200,7 @@ class Encoder(nn.Module):
         mask = None
         if c.frontend == "patch":
             tok = self.embed(x).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, hidden)
+            assert self.cls is not None  # every patch encoder has a [CLS] parameter
             tok = torch.cat([self.cls.expand(tok.shape[0], -1, -1), tok], dim=1)
         else:
             tok = self.embed(x)  # (B, T) -> (B, T, hidden)
@@ -213,6 +214,7 @@ class Encoder(nn.Module):
             h = block(h, mask)
         if self.pooler is not None:
             return self.head(self.drop(torch.tanh(self.pooler(h[:, 0]))))  # (B, num_classes)
+        assert self.ln_f is not None  # the vit style: a final norm instead of a pooler
         return self.head(self.ln_f(h[:, 0]))
 
     def num_parameters(self) -> int:

@@ -100,7 +100,7 @@ def load_bert(folder: Path, *, num_classes: int, max_len: int, pad_id: int,
                            pad_id=pad_id, dropout=dropout)
     torch.manual_seed(seed)  # the parts a checkpoint may lack: pooler, classifier
     model = Encoder(config)
-    state: dict[str, torch.Tensor] = {
+    found: dict[str, torch.Tensor | None] = {
         "embed.weight": t.get("embeddings.word_embeddings.weight"),
         "emb_norm.weight": t.get("embeddings.LayerNorm.weight"),
         "emb_norm.bias": t.get("embeddings.LayerNorm.bias"),
@@ -108,7 +108,7 @@ def load_bert(folder: Path, *, num_classes: int, max_len: int, pad_id: int,
     pos, typ = t.get("embeddings.position_embeddings.weight"), \
         t.get("embeddings.token_type_embeddings.weight")
     if pos is not None and typ is not None:
-        state["pos"] = (pos[:max_len] + typ[0])[None]
+        found["pos"] = (pos[:max_len] + typ[0])[None]
     for i in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{i}."
         for ours, theirs in (("attn.q", "attention.self.query"), ("attn.k", "attention.self.key"),
@@ -118,11 +118,12 @@ def load_bert(folder: Path, *, num_classes: int, max_len: int, pad_id: int,
                              ("fc1", "intermediate.dense"), ("fc2", "output.dense"),
                              ("ln2", "output.LayerNorm")):
             for part in ("weight", "bias"):
-                state[f"blocks.{i}.{ours}.{part}"] = t.get(f"{p}{theirs}.{part}")
-    missing = sorted(k for k, v in state.items() if v is None)
+                found[f"blocks.{i}.{ours}.{part}"] = t.get(f"{p}{theirs}.{part}")
+    missing = sorted(k for k, v in found.items() if v is None)
     if missing:
         raise SpaceError(f"{folder / 'model.safetensors'}: not a BERT checkpoint, missing "
                          f"{len(missing)} tensors such as {missing[0]}")
+    state = {k: v for k, v in found.items() if v is not None}  # all of them, by now
     optional = {"pooler.weight": "pooler.dense.weight", "pooler.bias": "pooler.dense.bias"}
     if t.get("classifier.weight") is not None and t["classifier.weight"].shape[0] == num_classes:
         optional.update({"head.weight": "classifier.weight", "head.bias": "classifier.bias"})

@@ -34,7 +34,10 @@ def export_onnx(model: Encoder, path: Path, batch_size: int = 1) -> None:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not ours
-        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET,
+        # torch annotates ``f`` as a path only; the TorchScript exporter writes to a file-like
+        # object as well (see the module's "f can be a file-like object" comment).
+        torch.onnx.export(model, (x,), buf,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           do_constant_folding=False)
     path.write_bytes(buf.getvalue())

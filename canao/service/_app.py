@@ -142,7 +142,7 @@ class Service:
 
     def study(self, name: str) -> st.CanaoStudy:
         """The named study; 400 for a name the CLI would refuse, 404 for an unknown one."""
-        check_name(name)
+        st.check_study_name(name)
         with self._lock:
             cs = self._studies.get(name)
             if cs is None:
@@ -170,11 +170,6 @@ class Service:
         if run is not None:
             out["goal"] = run["goal"]
         return out
-
-
-def check_name(name: str) -> None:
-    """The CLI's own rule for study names: nothing that can become a path outside a folder."""
-    st.check_study_name(name)
 
 
 def _read_upload(upload: UploadFile, limit: int, what: str) -> str:
@@ -318,7 +313,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         from canao.tasks import check_task
 
         if name is not None:
-            check_name(name)
+            st.check_study_name(name)
         service.check_workers(workers)
         space_text, space_name, where = _input(space, space_file, "search_spaces", ".yaml",
                                                "space file", "space", MAX_SPACE_BYTES)
@@ -334,7 +329,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                                     max_memory_mb=max_memory_mb,
                                     max_accuracy_drop=max_accuracy_drop)
         name = name or f"{parsed.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        check_name(name)
+        st.check_study_name(name)
         with service._create_lock:
             if name in service.names():
                 raise HTTPException(409, f"study '{name}' already exists; resume it with "
@@ -417,7 +412,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         digest in the ``X-Canao-SHA256`` header)."""
         from canao.runtime import sha256_file
 
-        check_name(name)
+        st.check_study_name(name)
         if not ARCHIVE.fullmatch(archive_name):
             raise HTTPException(400, f"export {archive_name!r}: not an export name "
                                 "(trial-N.tar.gz)")

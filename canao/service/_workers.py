@@ -78,14 +78,11 @@ class Run:
         (log.warning if kind in ("killed", "failed") else log.info)("study '%s': %s",
                                                                      self.study, message)
 
-    def describe(self, complete: int | None = None) -> dict[str, Any]:
-        out = {"study": self.study, "active": self.finished is None, "goal": self.goal,
-               "requested": self.requested, "width": self.width, "rounds": self.rounds,
-               "stopped": self.stopped, "finished": self.finished,
-               "workers": [w.state() for w in self.workers], "events": list(self.events)}
-        if complete is not None:
-            out["complete"] = complete
-        return out
+    def describe(self) -> dict[str, Any]:
+        return {"study": self.study, "active": self.finished is None, "goal": self.goal,
+                "requested": self.requested, "width": self.width, "rounds": self.rounds,
+                "stopped": self.stopped, "finished": self.finished,
+                "workers": [w.state() for w in self.workers], "events": list(self.events)}
 
 
 def split(trials: int, workers: int) -> list[int]:
@@ -137,11 +134,6 @@ class WorkerPool:
         with self._lock:
             run = self._runs.get(study)
             return None if run is None else run.describe()
-
-    def pids(self, study: str) -> list[int]:
-        with self._lock:
-            run = self._runs.get(study)
-            return [] if run is None else [w.pid for w in run.live()]
 
     # -- processes ------------------------------------------------------------------
     def _spawn(self, run: Run, trials: int, workers: int) -> None:

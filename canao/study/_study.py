@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import re
@@ -317,6 +316,3 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "arch": t.user_attrs.get("arch"), "fidelity": t.user_attrs.get("fidelity"),
             "reference": t.user_attrs.get("reference")}
 
-
-def as_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2)

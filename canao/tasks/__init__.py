@@ -1,6 +1,6 @@
 """Built-in offline tasks; no torch, no TVM, no downloads at import."""
 
-from canao.tasks._base import SPLITS, Split, Task, accuracy, get_task, register_task, task_names
+from canao.tasks._base import SPLITS, Split, Task, accuracy, get_task, register_task
 from canao.tasks._digits import DigitsTask
 from canao.tasks._load import (
     PRETRAINED,
@@ -32,7 +32,6 @@ __all__ = [
     "load_task",
     "pad_id",
     "register_task",
-    "task_names",
     "text_data",
     "tokenizer_from_json",
 ]

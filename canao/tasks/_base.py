@@ -75,9 +75,5 @@ def get_task(name: str) -> Task:
                         "the text tasks rotten-tomatoes, csv:PATH and jsonl:PATH") from None
 
 
-def task_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
