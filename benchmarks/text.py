@@ -172,10 +172,14 @@ def report(d: dict[str, Any], cmd: str) -> str:
         f"study `{d['study']}`: {d['complete']} of {d['trials']} trials finished; the search "
         f"took {d['search_s'] / 60:.1f} min.", "",
         "Accuracy is validation accuracy (the study's objective) and test accuracy measured "
-        "through each compiled module. Latency and memory come from the compiled modules "
-        "(memory = parameter bytes + planned workspace). The speed-up column re-times the "
-        "listed models against the base in interleaved rounds in one process with the VM's "
-        "time_evaluator (batch 1, "
+        "through each compiled module. Memory is the compiled module's parameter bytes plus "
+        "its planned workspace. The latencies come from two runs: a trial's *latency ms* is "
+        "the one the search stored when it measured that trial (its build worker, the VM's "
+        "time_evaluator, at the search's rung), while the base's is measured by this "
+        "report's own run, which builds the base at the same rung after the search. Figures "
+        "from two runs differ with the machine's load at the time (this machine is shared), "
+        "so the speed-up column does not divide them: it re-times the listed models and the "
+        "base in interleaved rounds in one process with the VM's time_evaluator (batch 1, "
         f"{len(next(iter(d['timing_ms'].values())))} rounds, median of per-round ratios).", "",
         "## The base", "",
         f"{_arch(b['arch'])}: validation {b['accuracy']:.4f}, **test {b['test_accuracy']:.4f}**, "
