@@ -167,3 +167,37 @@ def test_a_device_database_is_listed_exported_and_imported_on_another_machine(
     assert code == 2 and "not a readable .tar.gz archive" in text
     code, text = run_cli("tuning", "export", "--device", "nosuchkey", "--out", str(tmp_path / "x"))
     assert code == 2 and "no tuning database for device nosuchkey" in text
+
+
+class _UnreplayableDatabase:
+    """A database holding a record that will not replay: TVM raises while applying it whole.
+
+    Crafting such a record by hand would depend on TVM's trace format; this stand-in raises
+    where MetaScheduleApplyDatabase would, and has no usable record for any function.
+    """
+
+    def __enter__(self) -> None:
+        raise RuntimeError("a tuning record failed to replay")
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+    def query_schedule(self, mod: object, target: object, workload_name: str) -> None:
+        return None
+
+
+def test_a_database_applied_function_by_function_says_so_in_the_fidelity(tmp_path: Path) -> None:
+    from canao.compile import built_fidelity
+    from canao.compile._build import import_onnx, resolve_target
+    from canao.compile._tune import _apply, open_database, prepare
+
+    _candidate(tmp_path / "a", 32)
+    target = resolve_target(PROFILE.target)
+    prepared = prepare(import_onnx(tmp_path / "a" / "model.onnx")[0], target)
+    (tmp_path / "empty").mkdir()
+    _, unapplied = _apply(prepared, open_database(tmp_path / "empty"), target)
+    assert unapplied is None  # applied whole (nothing to apply): the rung's own label
+    assert built_fidelity("tuned-8", {}) == "tuned-8"
+    _, unapplied = _apply(prepared, _UnreplayableDatabase(), target)
+    assert unapplied  # every function kept TVM's default schedule
+    assert built_fidelity("tuned-8", {"fallback": unapplied}) == "tuned-8-fallback"

@@ -87,6 +87,13 @@ def fidelity(profile: TargetProfile, *, final: bool = False) -> tuple[str, int |
     return f"tuned-{t.trials_per_task}", t.trials_per_task
 
 
+def built_fidelity(label: str, tuning_stats: dict[str, Any]) -> str:
+    """The fidelity a build really reached: ``label`` (its rung), marked ``-fallback`` when the
+    tuning database could not be applied whole and was applied function by function (some
+    functions may have kept TVM's default schedules)."""
+    return f"{label}-fallback" if "fallback" in tuning_stats else label
+
+
 def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, *,
                         input_shape: tuple[int, ...], input_dtype: str, input_name: str,
                         reference_x: Path, reference_logits: Path,
@@ -243,5 +250,5 @@ def shutdown_workers() -> None:
 
 
 __all__ = ["DEVICE_FILE", "CandidateError", "TargetError", "check_target", "compile_and_measure",
-           "device_tuning_dir", "export_database", "fidelity", "import_database",
+           "built_fidelity", "device_tuning_dir", "export_database", "fidelity", "import_database",
            "list_databases", "resolve_device", "tuning_root"]

@@ -177,7 +177,9 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
                       for t in tasks)
         stats["covered_after"] = int(covered)
         stats["database_digest"] = database_digest(db_dir)
-        applied = _apply(prepared, db, target)
+        applied, unapplied = _apply(prepared, db, target)
+    if unapplied is not None:
+        stats["fallback"] = unapplied
     return applied, stats
 
 
@@ -245,21 +247,28 @@ def _as_stored(task: Any, db: Any) -> Any:
     return ms.ExtractedTask(task.task_name, task.mod, task.target, [stored], task.weight)
 
 
-def _apply(prepared: tvm.IRModule, db: Any, target: tvm.target.Target) -> tvm.IRModule:
+def _apply(prepared: tvm.IRModule, db: Any,
+           target: tvm.target.Target) -> tuple[tvm.IRModule, list[str] | None]:
     """Apply the database's best schedules; a record that will not replay is skipped.
 
     A workload without a usable record keeps TVM's default lowering (correct, slower),
     and the skip is logged, rather than failing the whole build.
+
+    Returns:
+        The module, and ``None`` when the database applied as a whole; else (it fell back to
+        applying function by function) the functions left on TVM's default lowering, which
+        the build's fidelity then says (see :func:`canao.compile.built_fidelity`).
     """
     try:
         with target, db:
-            return relax.transform.MetaScheduleApplyDatabase()(prepared)
+            return relax.transform.MetaScheduleApplyDatabase()(prepared), None
     except Exception as e:  # one bad record: fall back to applying function by function
         log.warning("applying the tuning database failed (%s); applying per function",
                     str(e).splitlines()[0][:200])
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
     mod = prepared
+    unapplied = []
     for gv, func in prepared.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
@@ -269,7 +278,10 @@ def _apply(prepared: tvm.IRModule, db: Any, target: tvm.target.Target) -> tvm.IR
         except Exception as e:
             log.warning("no usable tuning record for %s: %s", gv.name_hint,
                         str(e).splitlines()[0][:200])
+            unapplied.append(gv.name_hint)
             continue
         if sch is not None:
             mod.update_func(gv, sch.mod["main"].with_attr("tirx.is_scheduled", True))
-    return mod
+        else:
+            unapplied.append(gv.name_hint)
+    return mod, sorted(unapplied)

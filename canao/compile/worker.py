@@ -28,6 +28,7 @@ BUILT_FILE = "built.json"  # what the build produced, beside the library
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
+    from canao.compile import built_fidelity
     from canao.compile._build import build
     from canao.measure import describe_machine, summarize
     from canao.runtime import META_FILE, CompiledModel
@@ -77,7 +78,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "max_abs_error": float(np.abs(got - ref_logits).max()),
         "latency": latency,
         "measure_s": time.perf_counter() - t0,
-        "fidelity": request["fidelity"],
+        "fidelity": built_fidelity(request["fidelity"], info.get("tuning") or {}),
         "threads": int(os.environ.get("TVM_NUM_THREADS", "0")) or None,
         "machine": describe_machine(),
         "device": ({"rpc_tracker": rpc_cfg["tracker"], "rpc_key": rpc_cfg["key"]}
