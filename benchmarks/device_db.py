@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import replace_section
+
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- device-db: begin -->", "<!-- device-db: end -->"
 
@@ -95,14 +97,7 @@ def tuning_s(rows: list[dict[str, Any]]) -> float:
 
 
 def write(report: dict[str, Any], out: Path) -> None:
-    text = out.read_text() if out.is_file() else ""
-    section = render(report)
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    out.write_text(text)
-    print(section)
+    replace_section(out, BEGIN, END, render(report))
 
 
 def render(r: dict[str, Any]) -> str:

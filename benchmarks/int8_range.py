@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _report import replace_section
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- int8-range: begin -->", "<!-- int8-range: end -->"
@@ -79,15 +80,7 @@ def main() -> None:
               "isa": sorted(f for f in flags if f.startswith(("avx512", "avx_vnni", "avx2"))),
               "rows": [measure(s) for s in spaces]}
     (HERE / "int8_range.json").write_text(json.dumps(report, indent=2))
-    section = render(report)
-    out = Path(args.out)
-    text = out.read_text()
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    out.write_text(text)
-    print(section)
+    replace_section(Path(args.out), BEGIN, END, render(report))
 
 
 def render(r: dict[str, Any]) -> str:
