@@ -28,10 +28,12 @@ BUILT_FILE = "built.json"  # what the build produced, beside the library
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
+    from canao import _config
     from canao.compile import built_fidelity
     from canao.compile._build import build
-    from canao.measure import describe_machine, summarize
+    from canao.measure import describe_machine, measure_latency
     from canao.runtime import META_FILE, CompiledModel
+    from canao.targets import MeasureConfig
 
     out_dir = Path(request["out_dir"])
     if request.get("measure_only"):  # time the library built earlier (a drift sentinel)
@@ -58,21 +60,10 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     ref_x = np.load(request["reference_x"])
     ref_logits = np.load(request["reference_logits"])
     got = model.predict(ref_x)
-    m = request["measure"]
     t0 = time.perf_counter()
-    # A noisy measurement is taken again; the steadiest attempt is kept, and if even that
-    # one is above the threshold it is flagged. Every attempt's samples are stored.
-    attempts = []
-    for _ in range(1 + m["retries"]):
-        samples = model.time(number=m["number"], repeat=m["repeat"],
-                             min_repeat_ms=m["min_repeat_ms"], warmup=m["warmup"])
-        attempts.append(summarize(samples))
-        if attempts[-1]["cov"] <= m["max_cov"]:
-            break
-    latency = min(attempts, key=lambda a: a["cov"])
-    latency["noisy"] = latency["cov"] > m["max_cov"]
-    latency["attempts"] = len(attempts)
-    latency["rejected_samples_ms"] = [a["samples_ms"] for a in attempts if a is not latency]
+    config = _config.build(MeasureConfig, request["measure"], where="build request",
+                           path="measure", error=ValueError)
+    latency = measure_latency(model.time, config)
     return {
         **info,
         "max_abs_error": float(np.abs(got - ref_logits).max()),

@@ -1,6 +1,7 @@
-"""Measurement: latency statistics from raw samples, and the machine description."""
+"""Measurement: the timing protocol, latency statistics from raw samples, the machine."""
 
 from canao.measure.machine import cpu_flags, cpu_model, describe_machine
+from canao.measure.protocol import measure_latency
 from canao.measure.stats import summarize
 
-__all__ = ["cpu_flags", "cpu_model", "describe_machine", "summarize"]
+__all__ = ["cpu_flags", "cpu_model", "describe_machine", "measure_latency", "summarize"]

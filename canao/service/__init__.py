@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from canao.service._config import ServiceConfig, ServiceError, check_bind, is_loopback, read_token
-from canao.service._front import page_html, plot_points, write_plot
+from canao.service._plots import page_html, plot_points, write_plot
 
 __all__ = ["ServiceConfig", "ServiceError", "check_bind", "create_app", "is_loopback",
            "page_html", "plot_points", "read_token", "serve", "write_plot"]

@@ -33,7 +33,7 @@ from canao import __version__
 from canao import study as st
 from canao.errors import CanaoError
 from canao.service._config import EXPORT_ID, ServiceConfig
-from canao.service._front import page_html, plot_points
+from canao.service._plots import page_html, plot_points
 from canao.service._workers import WorkerPool
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
 """Optuna studies: storage, objectives, the Pareto front."""
 
+from canao.study._listing import summaries
 from canao.study._objective import (
     CANDIDATE_FILE,
     Objective,
@@ -30,7 +31,6 @@ from canao.study._study import (
     pareto,
     recover_orphans,
     study_base_accuracy,
-    summaries,
     trial_row,
     violations,
     with_overrides,

@@ -8,7 +8,6 @@ import math
 import re
 import time
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +17,6 @@ import optuna
 from canao import __version__, _config
 from canao.errors import CanaoError, StorageError, TargetError
 from canao.space import Budgets, SearchSpace, parse_space
-from canao.study import _provenance
 from canao.study._storage import Heartbeat, open_storage, redact
 from canao.targets import DeviceIdentity, TargetProfile, parse_profile
 
@@ -202,36 +200,6 @@ def load(name: str, storage_url: str, heartbeat: Heartbeat | None = None) -> Can
 
 def _names(storage: Any) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
-
-
-def summaries(storage_url: str, name: str | None = None) -> list[dict[str, Any]]:
-    """Per study: trial counts by state and the best value of each objective."""
-    storage = open_storage(storage_url, must_exist=True)
-    names = [name] if name else _names(storage)
-    out = []
-    for n in names:
-        cs = load(n, storage_url)
-        st = cs.study
-        trials = st.get_trials(deepcopy=False)
-        counts = Counter(t.state.name for t in trials)
-        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        best: dict[str, float | None] = dict.fromkeys(OBJECTIVES)
-        if done:
-            best = {"accuracy": max(t.values[0] for t in done),
-                    "latency_ms": min(t.values[1] for t in done),
-                    "memory_mb": min(t.values[2] for t in done)}
-        rec = st.user_attrs.get(_ATTR, {})
-        readings = _provenance.drift(storage_url, n)
-        out.append({"study": n, "space": rec.get("space_name"), "target": rec.get("profile_name"),
-                    "device": cs.device.describe() if cs.device else None,
-                    "device_key": cs.device.key if cs.device else None,
-                    "trials": len(trials), "states": dict(sorted(counts.items())),
-                    "best": best,
-                    "drift": ({"readings": len(readings), "latest_ratio": readings[-1]["ratio"],
-                               "max_deviation": max(abs(r["ratio"] - 1) for r in readings)}
-                              if readings else None),
-                    "drift_flagged": sum(bool(t.user_attrs.get("drift_flagged")) for t in done)})
-    return out
 
 
 def pareto(cs: CanaoStudy, budgets: Budgets | None = None) -> list[dict[str, Any]]:
