@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -106,33 +105,23 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
            label_column: str | None, group_column: str | None, **budgets: float | None) -> None:
     """Start a new search on a device target."""
     from canao import study as st
-    from canao.compile import check_target, resolve_device
     from canao.space import load_space, resolve_shipped
     from canao.targets import load_profile
-    from canao.tasks import check_task
 
-    # Everything a user could have got wrong is checked before the database is touched.
     space = load_space(space_path)
     space_text = resolve_shipped(space_path, "search_spaces", ".yaml", CanaoError, "").read_text()
     columns = {"text_column": text_column, "label_column": label_column,
                "group_column": group_column}
     if task_name or any(columns.values()):
-        space, space_text = _with_task(space, task_name, columns)
-    profile = load_profile(target_path)
-    check_task(space)
-    check_target(profile)
-    device = resolve_device(profile)
-    name = study_name or f"{space.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    st.check_study_name(name)
+        space, space_text = st.with_task(space, task_name, columns)
+    plan = st.plan_search(space, space_text, load_profile(target_path), name=study_name,
+                          **budgets)
     folder = artifacts or Path(os.environ.get("CANAO_ARTIFACTS", "canao_artifacts"))
     url = _storage(storage)
     with st.sole_sqlite_worker(url):
-        cs = st.create(name, url, space_text=space_text, space=space, profile=profile,
-                       device=device, artifacts=folder, seed=seed,
-                       budgets=st.with_overrides(space.study.budgets, **budgets),
-                       heartbeat=st.Heartbeat())
-        log.info("study '%s' on %s: space %s, target %s, device %s", name, st.redact(url),
-                 space.name, profile.name, device.describe())
+        cs = plan.create(url, artifacts=folder, seed=seed, heartbeat=st.Heartbeat())
+        log.info("study '%s' on %s: space %s, target %s, device %s", plan.name, st.redact(url),
+                 space.name, plan.profile.name, plan.device.describe())
         _run_and_report(cs, trials, timeout, obj["progress"])
 
 
@@ -166,26 +155,6 @@ def slim(space_path: str, budget_mb: float, steps: int | None) -> None:
                    f"FFN neurons with gate > 0.5: {int((f > 0.5).sum())}/{len(f)}")
     click.echo("stored with the base; use them with `candidate: {importance: gates, slimming: "
                f"{{budget_mb: {budget_mb:g}}}}}` in the space file")
-
-
-def _with_task(space: Any, task_name: str | None,
-               columns: dict[str, str | None]) -> tuple[Any, str]:
-    """The space with another task (a file task's path made absolute) and its YAML to store."""
-    import dataclasses
-
-    import yaml
-
-    from canao.space import parse_space
-
-    task = task_name or space.task
-    kind, sep, path = task.partition(":")
-    if sep and kind in ("csv", "jsonl") and path:
-        task = f"{kind}:{Path(path).expanduser().resolve()}"
-    data = {**dataclasses.asdict(space.data), **{k: v for k, v in columns.items() if v}}
-    d = {**space.to_dict(), "task": task, "data": data}
-    d.pop("name", None)
-    text = yaml.safe_dump(d, sort_keys=False)
-    return parse_space(text, where="the space with --task", name=space.name), text
 
 
 def _continue_options(f: Any) -> Any:

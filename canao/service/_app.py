@@ -15,7 +15,6 @@ import shutil
 import tarfile
 import tempfile
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -305,12 +304,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         max_accuracy_drop: Annotated[float | None, Form(ge=0)] = None,
     ) -> dict[str, Any]:
         """Start a search: validate as ``canao search`` does, create the study, start workers."""
-        from canao.compile import check_target, resolve_device
-        from canao.space import parse_space
-        from canao.space._space import MAX_SPACE_BYTES
-        from canao.targets import parse_profile
-        from canao.targets._profile import MAX_PROFILE_BYTES
-        from canao.tasks import check_task
+        from canao.space import MAX_SPACE_BYTES, parse_space
+        from canao.targets import MAX_PROFILE_BYTES, parse_profile
 
         if name is not None:
             st.check_study_name(name)
@@ -322,23 +317,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
         profile_text, profile_name, twhere = _input(target, target_file, "tvm_targets", ".json",
                                                     "target profile", "target", MAX_PROFILE_BYTES)
         profile = parse_profile(profile_text, where=twhere, name=profile_name)
-        check_task(parsed)
-        check_target(profile)
-        device = resolve_device(profile)  # the service's machine: its workers measure here
-        budgets = st.with_overrides(parsed.study.budgets, max_latency_ms=max_latency_ms,
-                                    max_memory_mb=max_memory_mb,
-                                    max_accuracy_drop=max_accuracy_drop)
-        name = name or f"{parsed.name}-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        st.check_study_name(name)
+        # The device is this machine's (or the profile's RPC device): its workers measure there.
+        plan = st.plan_search(parsed, space_text, profile, name=name,
+                              max_latency_ms=max_latency_ms, max_memory_mb=max_memory_mb,
+                              max_accuracy_drop=max_accuracy_drop)
         with service._create_lock:
-            if name in service.names():
-                raise HTTPException(409, f"study '{name}' already exists; resume it with "
-                                    f"POST /api/studies/{name}/resume")
-            st.create(name, config.storage, space_text=space_text, space=parsed,
-                      profile=profile, device=device, artifacts=config.artifacts, seed=seed,
-                      budgets=budgets)
-            run = service.pool.start(name, trials, workers)
-        return {"study": name, "run": run.describe()}
+            if plan.name in service.names():
+                raise HTTPException(409, f"study '{plan.name}' already exists; resume it with "
+                                    f"POST /api/studies/{plan.name}/resume")
+            plan.create(config.storage, artifacts=config.artifacts, seed=seed)
+            run = service.pool.start(plan.name, trials, workers)
+        return {"study": plan.name, "run": run.describe()}
 
     @app.post("/api/studies/{name:path}/resume", status_code=202, tags=["studies"])
     def resume(name: str, req: ResumeRequest) -> dict[str, Any]:

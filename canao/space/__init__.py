@@ -1,6 +1,7 @@
 """Search spaces: parse and validate YAML; sample an :class:`ArchConfig` from a trial."""
 
 from canao.space._space import (
+    MAX_SPACE_BYTES,
     WEIGHT_KINDS,
     ArchConfig,
     BaseSpec,
@@ -19,6 +20,7 @@ from canao.space._space import (
 )
 
 __all__ = [
+    "MAX_SPACE_BYTES",
     "ArchConfig",
     "BaseSpec",
     "Budgets",

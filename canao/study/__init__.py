@@ -10,6 +10,7 @@ from canao.study._objective import (
     run,
     tuning_dir,
 )
+from canao.study._setup import SearchPlan, plan_search, with_task
 from canao.study._storage import (
     DEFAULT_STORAGE,
     Heartbeat,
@@ -37,6 +38,9 @@ from canao.study._study import (
 )
 
 __all__ = [
+    "SearchPlan",
+    "plan_search",
+    "with_task",
     "CANDIDATE_FILE",
     "DEFAULT_STORAGE",
     "DIRECTIONS",

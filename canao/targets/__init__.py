@@ -2,6 +2,7 @@
 
 from canao.targets._device import DeviceIdentity, missing_features, normalise_feature
 from canao.targets._profile import (
+    MAX_PROFILE_BYTES,
     BuildConfig,
     DriftConfig,
     MeasureConfig,
@@ -13,6 +14,7 @@ from canao.targets._profile import (
 )
 
 __all__ = [
+    "MAX_PROFILE_BYTES",
     "BuildConfig",
     "DeviceIdentity",
     "DriftConfig",

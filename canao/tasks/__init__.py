@@ -10,7 +10,15 @@ from canao.tasks._load import (
     load_task,
     text_data,
 )
-from canao.tasks._text import TableSpec, TextData, TextTask, encode, pad_id, tokenizer_from_json
+from canao.tasks._text import (
+    TableSpec,
+    TextData,
+    TextTask,
+    encode,
+    pad_id,
+    tokenizer_from_folder,
+    tokenizer_from_json,
+)
 
 register_task("digits", DigitsTask)
 
@@ -33,5 +41,6 @@ __all__ = [
     "pad_id",
     "register_task",
     "text_data",
+    "tokenizer_from_folder",
     "tokenizer_from_json",
 ]
