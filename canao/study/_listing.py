@@ -39,6 +39,11 @@ _trial_attrs = sa.Table("trial_user_attributes", _meta, sa.Column("trial_id", sa
 _drift = sa.Table("canao_drift", _meta, sa.Column("id", sa.Integer),
                   sa.Column("study_name", sa.String), sa.Column("ratio", sa.Float))
 
+# Optuna stores states and value types as enums (a PostgreSQL ENUM type, text in SQLite):
+# compared and grouped as text, the same query serves both.
+_STATE = sa.cast(_trials.c.state, sa.String)
+_VALUE_TYPE = sa.cast(_values.c.value_type, sa.String)
+
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
 
@@ -74,11 +79,11 @@ def _read(con: sa.Connection, url: str, name: str | None) -> list[dict[str, Any]
     ids = list(studies)
     counts: dict[int, dict[str, int]] = {i: {} for i in ids}
     for sid, state, n in con.execute(
-            sa.select(_trials.c.study_id, _trials.c.state, sa.func.count())
-            .where(_trials.c.study_id.in_(ids)).group_by(_trials.c.study_id, _trials.c.state)):
+            sa.select(_trials.c.study_id, _STATE, sa.func.count())
+            .where(_trials.c.study_id.in_(ids)).group_by(_trials.c.study_id, _STATE)):
         counts[sid][str(state)] = int(n)
     best: dict[int, dict[str, float | None]] = {i: dict.fromkeys(OBJECTIVES) for i in ids}
-    complete = sa.and_(_trials.c.state == "COMPLETE", _values.c.value_type == "FINITE")
+    complete = sa.and_(_STATE == "COMPLETE", _VALUE_TYPE == "FINITE")
     for sid, objective, high, low in con.execute(
             sa.select(_trials.c.study_id, _values.c.objective, sa.func.max(_values.c.value),
                       sa.func.min(_values.c.value))
@@ -93,7 +98,7 @@ def _read(con: sa.Connection, url: str, name: str | None) -> list[dict[str, Any]
     flagged: dict[int, int] = dict(con.execute(
         sa.select(_trials.c.study_id, sa.func.count())
         .join(_trial_attrs, _trial_attrs.c.trial_id == _trials.c.trial_id)
-        .where(_trials.c.study_id.in_(ids), _trials.c.state == "COMPLETE",
+        .where(_trials.c.study_id.in_(ids), _STATE == "COMPLETE",
                _trial_attrs.c.key == "drift_flagged").group_by(_trials.c.study_id)).all())
     drift = _drift_by_study(con, list(studies.values()))
     out = []
