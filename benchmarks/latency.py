@@ -32,13 +32,11 @@ HERE = Path(__file__).resolve().parent
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Build every model's untuned and tuned libraries; return what the timing runs need."""
     import optuna
-    import torch
 
     from canao import study as st
-    from canao.compile import compile_and_measure
-    from canao.export._bundle import final_build
-    from canao.models import load_or_train_base, predict_logits
-    from canao.models.onnx_export import INPUT_NAME, export_onnx
+    from canao.candidate import compile_folder, compile_model, save_model
+    from canao.export import final_build
+    from canao.models import load_or_train_base
     from canao.targets import parse_profile
     from canao.tasks import get_task
 
@@ -56,31 +54,27 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     # The base is exported and built like a candidate, tuned with the study's database.
     bdir = work / "base"
     bdir.mkdir(exist_ok=True)
-    export_onnx(base, bdir / "model.onnx")
-    x = task.split("validation").x[:16]
-    np.save(bdir / "reference_x.npy", x)
-    np.save(bdir / "reference_logits.npy", predict_logits(base, x).numpy())
-    torch.save({"config": base.config.to_dict(), "state_dict": base.state_dict()},
-               bdir / st.CANDIDATE_FILE)
+    save_model(bdir, base, "fp32", 0)
     entries = [("base", bdir, None)] + [
         (f"trial {r['trial']}", st.artifact_dir(cs.study.trials[r["trial"]]),
          cs.study.trials[r["trial"]]) for r in picks]
     for name, folder, trial in entries:
-        shape = base.config.input_shape(1)
-        ref = {"input_shape": shape, "input_dtype": "float32", "input_name": INPUT_NAME,
-               "reference_x": folder / "reference_x.npy",
-               "reference_logits": folder / "reference_logits.npy"}
-        udir = work / f"{name.replace(' ', '-')}-untuned"
-        udir.mkdir(exist_ok=True)
-        ures = compile_and_measure(folder / "model.onnx", udir, untuned, **ref)
+        if trial is None:  # the base is exported and built (untuned) like a candidate
+            udir = folder
+            ures = compile_model(base, folder, untuned, reference_x=task.split("validation").x[:16],
+                                 device=cs.device)
+        else:
+            udir = work / f"{name.replace(' ', '-')}-untuned"
+            udir.mkdir(exist_ok=True)
+            ures = compile_folder(folder, udir, untuned, device=cs.device)
         t0 = time.perf_counter()
         if trial is not None:
             tdir, tres = final_build(cs, trial)
         else:
             tdir = work / "base-tuned"
             tdir.mkdir(exist_ok=True)
-            tres = compile_and_measure(folder / "model.onnx", tdir, cs.profile, **ref,
-                                       db_dir=st.tuning_dir(cs), final=True)
+            tres = compile_folder(folder, tdir, cs.profile, device=cs.device,
+                                  db_dir=st.tuning_dir(cs), final=True)
         models.append({
             "name": name, "arch": (trial.user_attrs["arch"] if trial else
                                    {"hidden": base.config.hidden, "heads": list(base.config.heads),
@@ -116,7 +110,7 @@ def time_all(plan: dict[str, Any], threads: int, rounds: int, inner: int) -> dic
     import onnxruntime as ort
     import torch
 
-    from canao.compress.deploy import load_candidate
+    from canao.candidate import load_model
     from canao.runtime import CompiledModel
 
     torch.set_num_threads(threads)
@@ -125,7 +119,7 @@ def time_all(plan: dict[str, Any], threads: int, rounds: int, inner: int) -> dic
     so.inter_op_num_threads = 1
     engines: dict[str, dict[str, Any]] = {}
     for m in plan["models"]:
-        net = load_candidate(m["torch"])
+        net = load_model(Path(m["torch"]))
         shape = tuple(net.config.input_shape(1))
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
         sess = ort.InferenceSession(m["onnx"], so, providers=["CPUExecutionProvider"])

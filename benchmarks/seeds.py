@@ -46,11 +46,11 @@ def equal_budget_arch(m: Any) -> Any:
 def build_variants(work: Path, trials_per_task: int, space_name: str) -> list[dict[str, Any]]:
     import torch
 
-    from canao.compile import compile_and_measure
+    from canao.candidate import compile_model
+    from canao.compile import resolve_device
     from canao.compress import magnitude_scores, slice_encoder, train
     from canao.compress.deploy import compressed_bytes, deploy
     from canao.models import load_or_train_base, predict_logits
-    from canao.models.onnx_export import INPUT_NAME, export_onnx
     from canao.runtime import CompiledModel
     from canao.space import ArchConfig, load_space
     from canao.targets import load_profile, parse_profile
@@ -63,6 +63,7 @@ def build_variants(work: Path, trials_per_task: int, space_name: str) -> list[di
     profile = parse_profile(json.dumps({**host.to_dict(), "tuning": {
         **host.to_dict()["tuning"], "rung": "tuned", "trials_per_task": trials_per_task}}),
         name="host-cpu")
+    device = resolve_device(profile)
     rec = space.candidate.recovery
     m = space.base.model
     # The resource-efficient transformer's recipe: half the embedding (hidden) width,
@@ -90,16 +91,9 @@ def build_variants(work: Path, trials_per_task: int, space_name: str) -> list[di
     out = []
     for name, model in variants:
         folder = work / name.replace(" ", "_").replace(",", "").replace("/", "-").replace("=", "")
-        folder.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, folder / "model.onnx")
-        np.save(folder / "x.npy", val.x[:16])
-        np.save(folder / "y.npy", predict_logits(model, val.x[:16]).numpy())
         t0 = time.perf_counter()
-        r = compile_and_measure(folder / "model.onnx", folder, profile,
-                                input_shape=base.config.input_shape(1),
-                                input_dtype=base.config.input_dtype, input_name=INPUT_NAME,
-                                reference_x=folder / "x.npy", reference_logits=folder / "y.npy",
-                                db_dir=work / "tuning-db")
+        r = compile_model(model, folder, profile, reference_x=val.x[:16], device=device,
+                          db_dir=work / "tuning-db")
         compiled_acc = accuracy(CompiledModel(folder).predict(test.x), test.y)
         out.append({"name": name, "folder": str(folder), "param_bytes": r["param_bytes"],
                     "workspace_bytes": r["workspace_bytes"], "param_dtypes": r["param_dtypes"],

@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 MAX_DROP = 0.01  # one point of accuracy below the base
 AIM_LATENCY, AIM_MEMORY = 3.0, 4.0  # the issue's aim: 3x lower latency, 4x lower memory
@@ -47,27 +45,16 @@ def run_search(args: argparse.Namespace) -> float:
 
 def build_base(cs: Any, task: Any, work: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """The base exported, compiled at the study's rung with its tuning database, and measured."""
-    import torch
-
     from canao import study as st
-    from canao.compile import compile_and_measure
-    from canao.models import load_or_train_base, predict_logits
-    from canao.models.onnx_export import INPUT_NAME, export_onnx
+    from canao.candidate import compile_model, save_model
+    from canao.models import load_or_train_base
 
     base, info = load_or_train_base(cs.space, task)
     folder = work / "base"
     folder.mkdir(parents=True, exist_ok=True)
-    export_onnx(base, folder / "model.onnx")
-    x = task.split("validation").x[:16]
-    np.save(folder / "reference_x.npy", x)
-    np.save(folder / "reference_logits.npy", predict_logits(base, x).numpy())
-    torch.save({"config": base.config.to_dict(), "state_dict": base.state_dict()},
-               folder / st.CANDIDATE_FILE)
-    result = compile_and_measure(
-        folder / "model.onnx", folder, cs.profile, input_shape=base.config.input_shape(1),
-        input_dtype=base.config.input_dtype, input_name=INPUT_NAME,
-        reference_x=folder / "reference_x.npy", reference_logits=folder / "reference_logits.npy",
-        db_dir=st.tuning_dir(cs))
+    save_model(folder, base, "fp32", 0)
+    result = compile_model(base, folder, cs.profile, reference_x=task.split("validation").x[:16],
+                           device=cs.device, db_dir=st.tuning_dir(cs))
     return folder, info, result
 
 

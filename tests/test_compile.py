@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from canao.candidate import compile_model
 from canao.compile import compile_and_measure
 from canao.errors import CandidateError
 from canao.models import Encoder, EncoderConfig, predict_logits
@@ -25,15 +27,11 @@ def _build(tmp_path: Path, config: EncoderConfig, profile_path: Path = FAST_TARG
     with torch.no_grad():  # like a trained model: no two tensors equal (the exporter dedups those)
         for prm in model.parameters():
             prm.add_(torch.randn_like(prm) * 0.01)
-    export_onnx(model, tmp_path / "model.onnx", batch_size=batch)
     x = np.random.default_rng(0).standard_normal((5, *config.input_shape(1)[1:])).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", predict_logits(model, x).numpy())
-    result = compile_and_measure(
-        tmp_path / "model.onnx", tmp_path, load_profile(profile_path),
-        input_shape=config.input_shape(batch), input_dtype=config.input_dtype,
-        input_name=INPUT_NAME, reference_x=tmp_path / "x.npy", reference_logits=tmp_path / "y.npy")
-    return model, result
+    profile = load_profile(profile_path)
+    profile = dataclasses.replace(profile, measure=dataclasses.replace(profile.measure,
+                                                                        batch_size=batch))
+    return model, compile_model(model, tmp_path, profile, reference_x=x)
 
 
 def test_compiled_encoder_matches_torch_and_reports_its_bytes(tmp_path: Path) -> None:

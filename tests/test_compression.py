@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from canao.compile import compile_and_measure
+from canao.candidate import compile_model
 from canao.compress.deploy import (
     DYNAMIC_QMAX,
     DeployLinear,
@@ -18,8 +18,7 @@ from canao.compress.deploy import (
     kmeans_1d,
     parity_tolerance,
 )
-from canao.models import load_or_train_base, predict_logits
-from canao.models.onnx_export import INPUT_NAME, export_onnx
+from canao.models import load_or_train_base
 from canao.runtime import CompiledModel
 from canao.space import load_space
 from canao.targets import load_profile
@@ -103,15 +102,8 @@ def digits_base() -> tuple:
 
 
 def _compiled(model: torch.nn.Module, folder: Path, task, weights: str = "fp32") -> tuple[dict, float]:
-    folder.mkdir()
-    export_onnx(model, folder / "model.onnx")
-    val = task.split("validation")
-    np.save(folder / "x.npy", val.x[:8])
-    np.save(folder / "y.npy", predict_logits(model, val.x[:8]).numpy())
-    result = compile_and_measure(folder / "model.onnx", folder, load_profile(FAST_TARGET),
-                                 input_shape=(1, 1, 8, 8), input_dtype="float32",
-                                 input_name=INPUT_NAME, reference_x=folder / "x.npy",
-                                 reference_logits=folder / "y.npy")
+    result = compile_model(model, folder, load_profile(FAST_TARGET),
+                           reference_x=task.split("validation").x[:8])
     # Float storage agrees to rounding; dynamic int8 to a quantisation step (parity_tolerance).
     assert result["max_abs_error"] < (parity_tolerance(weights) if weights == "int8-dynamic" else 1e-4)
     test = task.split("test")

@@ -86,13 +86,13 @@ def test_search_resume_export_predict(tmp_path: Path) -> None:
     assert f"accuracy {metrics['test_accuracy']:.4f} on 360 samples" in proc.stdout
     compiled = np.load(logits_path)
 
-    from canao.compress.deploy import load_candidate
+    from canao.candidate import load_model
     from canao.models import predict_logits
     from canao.study import CANDIDATE_FILE
     from canao.tasks import accuracy, get_task
 
-    model = load_candidate(str(Path(study.trials[metrics["trial"]].user_attrs["artifact_dir"])
-                               / CANDIDATE_FILE))
+    model = load_model(Path(study.trials[metrics["trial"]].user_attrs["artifact_dir"])
+                               / CANDIDATE_FILE)
     test = get_task("digits").split("test")
     reference = predict_logits(model, test.x).numpy()
     np.testing.assert_allclose(compiled, reference, atol=1e-4, rtol=0)

@@ -38,3 +38,25 @@ def test_search_status_resume_on_each_database(storage: str, tmp_path: Path) -> 
             optuna.delete_study(study_name=name, storage=storage)
         except KeyError:
             pass
+
+
+def test_the_listing_follows_every_change_it_can_show(tmp_path) -> None:
+    """The study listing is cached between changes; every change it shows must invalidate it."""
+    import optuna
+
+    from canao.study import summaries
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    study = optuna.create_study(study_name="a", storage=url,
+                                directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("canao", {"space_name": "s", "profile_name": "p"})
+    assert summaries(url)[0]["trials"] == 0
+    trial = study.ask()
+    assert summaries(url)[0]["states"] == {"RUNNING": 1}
+    study.tell(trial, [0.5, 1.0, 2.0])
+    (row,) = summaries(url)
+    assert row["states"] == {"COMPLETE": 1} and row["best"]["accuracy"] == 0.5
+    study.set_user_attr("canao", {"space_name": "s2", "profile_name": "p"})
+    assert summaries(url)[0]["space"] == "s2"
+    optuna.create_study(study_name="b", storage=url)
+    assert [r["study"] for r in summaries(url)] == ["a", "b"]

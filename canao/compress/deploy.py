@@ -224,14 +224,10 @@ def compressed_bytes(model: nn.Module) -> dict[str, int]:
     return {"stored": stored, "fp32": fp32}
 
 
-def load_candidate(path: str) -> Encoder:
-    """A candidate saved by the search (``candidate.pt``), deployed as it was compiled."""
-    from canao.models import EncoderConfig
-
-    saved = torch.load(path, weights_only=True)
-    model = Encoder(EncoderConfig.from_dict(saved["config"]))
-    model.load_state_dict(saved["state_dict"])
-    return deploy(model, saved.get("weights", "fp32"), saved.get("clusters", 0))
+def weight_storage(model: nn.Module) -> str:
+    """The weight storage of ``model``'s deploy linears (``fp32`` for a plain model)."""
+    kinds = {m.kind for m in model.modules() if isinstance(m, DeployLinear)}
+    return kinds.pop() if len(kinds) == 1 else "fp32" if not kinds else "mixed"
 
 
 def parity_tolerance(weights: str) -> float:

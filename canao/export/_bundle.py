@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from canao import _config
+from canao.candidate import ONNX_FILE
 from canao.errors import ExportError
 from canao.runtime import (
     LIB_FILE,
@@ -67,7 +68,8 @@ def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
         device: build for this identity (``canao export --cpu``: the profile's target with
             another CPU, tuned in that identity's own database) instead of the study's.
     """
-    from canao.compile import compile_and_measure, device_tuning_dir, fidelity
+    from canao.candidate import ParityError, compile_folder
+    from canao.compile import device_tuning_dir, fidelity
 
     device = device or cs.device
     if device is None:
@@ -79,22 +81,16 @@ def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
     done = folder / FINAL_FILE
     if done.is_file():
         return folder, json.loads(done.read_text())
-    meta = json.loads((src / META_FILE).read_text())
     folder.mkdir(exist_ok=True)
-    result = compile_and_measure(
-        src / "model.onnx", folder, cs.profile, input_shape=tuple(meta["input_shape"]),
-        input_dtype=meta["input_dtype"], input_name=meta["input_name"],
-        reference_x=src / "reference_x.npy", reference_logits=src / "reference_logits.npy",
-        db_dir=device_tuning_dir(device), final=True, device=device)
-    # The re-tuned build must compute what the searched candidate computed (the trial's own
-    # build was checked against the same reference outputs).
-    from canao.compress.deploy import parity_tolerance
-
-    tolerance = parity_tolerance(trial.user_attrs.get("arch", {}).get("weights", "fp32"))
-    if result["max_abs_error"] > tolerance:
+    # The re-tuned build must compute what the searched candidate computed: it is checked
+    # against the same reference outputs as the trial's own build.
+    try:
+        result = compile_folder(src, folder, cs.profile,
+                                weights=trial.user_attrs.get("arch", {}).get("weights", "fp32"),
+                                device=device, db_dir=device_tuning_dir(device), final=True)
+    except ParityError as e:
         raise ExportError(f"trial {trial.number}: the final build's outputs differ from the "
-                          f"candidate's by {result['max_abs_error']:.3g} (> {tolerance}); "
-                          "nothing was exported")
+                          f"candidate's ({e}); nothing was exported") from e
     done.write_text(json.dumps(result, indent=2))
     return folder, result
 
@@ -119,7 +115,7 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path,
     if not parent.is_dir():
         raise ExportError(f"{out}: folder {parent} does not exist")
     src = artifact_dir(trial)
-    if not (src / "model.onnx").is_file() or not (src / META_FILE).is_file():
+    if not (src / ONNX_FILE).is_file() or not (src / META_FILE).is_file():
         raise ExportError(f"trial {trial.number}: artifact {src} is missing; it cannot be exported")
     built, result = final_build(cs, trial, device)
     device = device or cs.device
@@ -128,7 +124,7 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path,
     try:
         for name in (LIB_FILE, PARAMS_FILE, META_FILE):
             shutil.copy2(built / name, tmp / name)
-        shutil.copy2(src / "model.onnx", tmp / "model.onnx")
+        shutil.copy2(src / ONNX_FILE, tmp / ONNX_FILE)
         task = load_task(cs.space)
         test = task.split("test")
         if isinstance(task, TextTask):  # predict tokenises raw text as the search did

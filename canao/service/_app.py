@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import optuna
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -151,10 +150,6 @@ class Service:
                 cs = self._studies[name] = st.load(name, self.config.storage)
             return cs
 
-    def complete(self, name: str) -> int:
-        study = optuna.load_study(study_name=name, storage=self.storage)
-        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
     def check_workers(self, workers: int) -> None:
         if workers > self.config.max_workers:
             raise HTTPException(400, f"workers: at most {self.config.max_workers} per request")
@@ -163,9 +158,13 @@ class Service:
                                 "SQLite file, which takes one worker; start the service with "
                                 "--storage postgresql+psycopg://user@host/db for several")
 
-    def progress(self, name: str) -> dict[str, Any]:
+    def complete(self, name: str) -> int:
+        """Finished trials of a study (one grouped count, not every trial)."""
+        return int(st.summaries(self.config.storage, name)[0]["states"].get("COMPLETE", 0))
+
+    def progress(self, name: str, complete: int) -> dict[str, Any]:
         run = self.pool.describe(name)
-        out: dict[str, Any] = {"complete": self.complete(name), "run": run}
+        out: dict[str, Any] = {"complete": complete, "run": run}
         if run is not None:
             out["goal"] = run["goal"]
         return out
@@ -416,7 +415,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def study_status(name: str) -> dict[str, Any]:
         """One study: trial counts by state, best values and the progress of its run."""
         service.study(name)
-        return {**st.summaries(config.storage, name)[0], "progress": service.progress(name)}
+        summary = st.summaries(config.storage, name)[0]
+        return {**summary,
+                "progress": service.progress(name, summary["states"].get("COMPLETE", 0))}
 
     # -- pages ------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

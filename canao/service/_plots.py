@@ -5,6 +5,7 @@ The API's ``/trials``, the Pareto page and ``canao plot`` all draw from :func:`p
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,12 @@ PAGE = "pareto.html"
 _DATA_SLOT = "/*CANAO_DATA*/null"  # the page fetches its data unless it is written here
 
 
+@functools.lru_cache(maxsize=4096)
+def _label(arch_json: str) -> str:
+    """An architecture's one-line description (validated once per distinct architecture)."""
+    return ArchConfig.from_dict(json.loads(arch_json)).describe()
+
+
 def plot_points(cs: CanaoStudy) -> dict[str, Any]:
     """Every COMPLETE trial with whether it meets the budgets and sits on the feasible front."""
     report = front(cs)
@@ -30,7 +37,7 @@ def plot_points(cs: CanaoStudy) -> dict[str, Any]:
     points = []
     for t in done:
         row = trial_row(t)
-        label = ArchConfig.from_dict(row["arch"]).describe() if row["arch"] else "?"
+        label = _label(json.dumps(row["arch"], sort_keys=True)) if row["arch"] else "?"
         points.append({**row, "label": label, "pareto": t.number in on_front,
                        "feasible": is_feasible(t, cs.budgets, base),
                        "cache_hit": bool(t.user_attrs.get("cache_hit"))})

@@ -1,15 +1,9 @@
 """Optuna studies: storage, objectives, the Pareto front."""
 
+from canao.candidate import CANDIDATE_FILE, candidate_key
 from canao.study._listing import summaries
-from canao.study._objective import (
-    CANDIDATE_FILE,
-    Objective,
-    Terminated,
-    artifact_dir,
-    candidate_key,
-    run,
-    tuning_dir,
-)
+from canao.study._objective import Objective, artifact_dir, tuning_dir
+from canao.study._run import Terminated, run
 from canao.study._setup import SearchPlan, plan_search, with_task
 from canao.study._storage import (
     DEFAULT_STORAGE,

@@ -28,7 +28,10 @@ _meta = sa.MetaData()
 _studies = sa.Table("studies", _meta, sa.Column("study_id", sa.Integer),
                     sa.Column("study_name", sa.String))
 _trials = sa.Table("trials", _meta, sa.Column("trial_id", sa.Integer),
-                   sa.Column("study_id", sa.Integer), sa.Column("state", sa.String))
+                   sa.Column("study_id", sa.Integer), sa.Column("state", sa.String),
+                   sa.Column("datetime_start", sa.DateTime),
+                   sa.Column("datetime_complete", sa.DateTime))
+_dt_start, _dt_complete = _trials.c.datetime_start, _trials.c.datetime_complete
 _values = sa.Table("trial_values", _meta, sa.Column("trial_id", sa.Integer),
                    sa.Column("objective", sa.Integer), sa.Column("value", sa.Float),
                    sa.Column("value_type", sa.String))
@@ -63,10 +66,38 @@ def summaries(storage_url: str, name: str | None = None) -> list[dict[str, Any]]
     engine = _engine(storage_url)
     try:
         with engine.connect() as con:
-            return _read(con, storage_url, name)
+            if name is not None:
+                return _read(con, storage_url, name)
+            # The whole listing is read again only when the database changed since.
+            signature = _signature(con)
+            cached = _listings.get(storage_url)
+            if cached is None or cached[0] != signature:
+                cached = _listings[storage_url] = (signature, _read(con, storage_url, None))
+            return list(cached[1])
     except sa.exc.SQLAlchemyError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(f"cannot read study database {redact(storage_url)}: {reason}") from e
+
+
+def _signature(con: sa.Connection) -> tuple[Any, ...]:
+    """What changes whenever any study's summary can: studies and trials added, trials
+    started and finished (Optuna sets their start and completion times with the state),
+    canao's study records rewritten (their summed length: canao rewrites a record only to
+    add a device to it), drift readings added."""
+    trials = con.execute(sa.select(
+        sa.func.count(), sa.func.max(_trials.c.trial_id), sa.func.count(_dt_start),
+        sa.func.count(_dt_complete))).one()
+    studies = con.execute(sa.select(
+        sa.func.count(), sa.func.max(_study_attrs.c.study_id),
+        sa.func.sum(sa.func.length(_study_attrs.c.value_json)))
+        .where(_study_attrs.c.key == _ATTR)).one()
+    n_studies = con.execute(sa.select(sa.func.count()).select_from(_studies)).scalar()
+    drift = (con.execute(sa.select(sa.func.count()).select_from(_drift)).scalar()
+             if _has_drift_table(con) else None)
+    return (*trials, *studies, n_studies, drift)
+
+
+_listings: dict[str, tuple[tuple[Any, ...], list[dict[str, Any]]]] = {}
 
 
 def _read(con: sa.Connection, url: str, name: str | None) -> list[dict[str, Any]]:
@@ -101,26 +132,42 @@ def _read(con: sa.Connection, url: str, name: str | None) -> list[dict[str, Any]
         .where(_trials.c.study_id.in_(ids), _STATE == "COMPLETE",
                _trial_attrs.c.key == "drift_flagged").group_by(_trials.c.study_id)).all())
     drift = _drift_by_study(con, list(studies.values()))
+    devices: dict[str, tuple[str, str]] = {}  # studies on one device share its description
     out = []
     for sid, study in sorted(studies.items(), key=lambda kv: kv[1]):
         rec = records.get(sid) or {}
-        device = (DeviceIdentity.from_dict(rec["device"], where=f"study '{study}' device")
-                  if rec.get("device") else None)
+        described: tuple[str | None, str | None] = (None, None)
+        if rec.get("device"):
+            blob = json.dumps(rec["device"], sort_keys=True)
+            if blob not in devices:
+                d = DeviceIdentity.from_dict(rec["device"], where=f"study '{study}' device")
+                devices[blob] = (d.describe(), d.key)
+            described = devices[blob]
         n_trials = sum(counts[sid].values())
         out.append({"study": study, "space": rec.get("space_name"),
                     "target": rec.get("profile_name"),
-                    "device": device.describe() if device else None,
-                    "device_key": device.key if device else None,
+                    "device": described[0], "device_key": described[1],
                     "trials": n_trials, "states": dict(sorted(counts[sid].items())),
                     "best": best[sid], "drift": drift.get(study),
                     "drift_flagged": int(flagged.get(sid, 0))})
     return out
 
 
+def _has_drift_table(con: sa.Connection) -> bool:
+    """Whether canao's drift table exists (asked once per database: schemas only grow)."""
+    url = con.engine.url.render_as_string(hide_password=False)
+    if not _has_drift.get(url):
+        _has_drift[url] = sa.inspect(con).has_table("canao_drift")
+    return _has_drift[url]
+
+
+_has_drift: dict[str, bool] = {}
+
+
 def _drift_by_study(con: sa.Connection, names: list[str]) -> dict[str, dict[str, Any]]:
     """Readings count, latest ratio and largest deviation per study (none before the
     schema that stores them)."""
-    if not names or not sa.inspect(con).has_table("canao_drift"):
+    if not names or not _has_drift_table(con):
         return {}
     out: dict[str, dict[str, Any]] = {}
     rows = con.execute(sa.select(_drift.c.study_name, _drift.c.ratio)

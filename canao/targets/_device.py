@@ -13,6 +13,7 @@ The resolution itself needs TVM and lives in :mod:`canao.compile` (``resolve_dev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -81,7 +82,7 @@ class DeviceIdentity:
         if self.target.get("mcpu") == "host":
             raise ValueError("a device identity holds a resolved CPU, never 'host'")
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """Content key of the identity: the name of its tuning database and cache entries."""
         blob = json.dumps(self.to_dict(), sort_keys=True)

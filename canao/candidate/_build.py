@@ -1,0 +1,82 @@
+"""The one build path: model -> ONNX -> reference outputs -> compile and measure -> parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from canao.candidate._artifact import ONNX_FILE, REFERENCE_LOGITS, REFERENCE_X
+from canao.errors import CandidateError
+from canao.targets import DeviceIdentity, TargetProfile
+
+
+class ParityError(CandidateError):
+    """The compiled module's outputs differ from the model's beyond the storage's tolerance."""
+
+
+def compile_model(model: Any, folder: Path, profile: TargetProfile, *, reference_x: np.ndarray,
+                  device: DeviceIdentity | None = None, db_dir: Path | None = None,
+                  final: bool = False) -> dict[str, Any]:
+    """Export ``model`` (an encoder, deployed or not) into ``folder`` and build it there.
+
+    The reference outputs are the model's own on ``reference_x``, and its weight storage
+    sets the parity tolerance; see :func:`compile_folder`.
+    """
+    from canao.compress.deploy import weight_storage
+    from canao.models import predict_logits
+    from canao.models.onnx_export import export_onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, folder / ONNX_FILE, batch_size=profile.measure.batch_size)
+    np.save(folder / REFERENCE_X, reference_x)
+    np.save(folder / REFERENCE_LOGITS, predict_logits(model, reference_x).numpy())
+    return compile_folder(folder, folder, profile, weights=weight_storage(model), device=device,
+                          db_dir=db_dir, final=final)
+
+
+def compile_folder(src: Path, out: Path, profile: TargetProfile, *, weights: str = "fp32",
+                   device: DeviceIdentity | None = None, db_dir: Path | None = None,
+                   final: bool = False, measure_only: bool = False) -> dict[str, Any]:
+    """Compile ``src``'s ONNX for ``profile`` into ``out``, time it, and check its outputs.
+
+    Args:
+        weights: the model's weight storage, which sets the parity tolerance.
+        device: the resolved device (see :func:`canao.compile.resolve_device`).
+        db_dir: the device's tuning database (unless the profile's rung is ``untuned``).
+        final: tune with the profile's final budget (``canao export``).
+        measure_only: time the library an earlier call built in ``out`` again.
+
+    Raises:
+        CandidateError: the build or measurement failed; ParityError: the compiled outputs
+            differ from the reference outputs by more than the storage's tolerance.
+    """
+    from canao.compile import compile_and_measure
+    from canao.compress.deploy import parity_tolerance
+
+    name, shape, dtype = onnx_input(src / ONNX_FILE)
+    result = compile_and_measure(
+        src / ONNX_FILE, out, profile, input_shape=shape, input_dtype=dtype, input_name=name,
+        reference_x=src / REFERENCE_X, reference_logits=src / REFERENCE_LOGITS, db_dir=db_dir,
+        final=final, device=device, measure_only=measure_only)
+    tolerance = parity_tolerance(weights)
+    if result["max_abs_error"] > tolerance:
+        raise ParityError(f"compiled outputs differ from PyTorch by "
+                          f"{result['max_abs_error']:.3g} (> {tolerance})")
+    return result
+
+
+def onnx_input(path: Path) -> tuple[str, tuple[int, ...], str]:
+    """The ONNX model's (single) input: name, static shape, numpy dtype name."""
+    import onnx
+    from onnx import helper
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # noqa: BLE001  (a file that is not ONNX fails the build, named)
+        raise CandidateError(f"{path}: not a readable ONNX model: {e}") from e
+    (inp,) = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    tensor = inp.type.tensor_type
+    shape = tuple(int(d.dim_value) for d in tensor.shape.dim)
+    return inp.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
