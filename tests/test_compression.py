@@ -156,3 +156,16 @@ def test_token_embedding_takes_the_weight_storage() -> None:
     assert isinstance(deploy(model).embed, torch.nn.Embedding)  # fp32 stays as it is
     sizes = compressed_bytes(deploy(model, "int8"))
     assert sizes["fp32"] == 4 * (100 * 16 + 4 * 16 * 16 + 2 * 16 * 32)
+
+
+def test_weight_kinds_are_registered_once_and_named_when_unknown() -> None:
+    from canao.compress.deploy import STORAGES, get_storage, register_storage
+    from canao.space import WEIGHT_KINDS
+
+    # The space file's vocabulary and the registry are the same set of kinds.
+    assert set(WEIGHT_KINDS) == set(STORAGES)
+    with pytest.raises(ValueError, match="already registered"):
+        register_storage(STORAGES["int8"])
+    with pytest.raises(ValueError, match="unknown weight storage 'int4'.*fp32.*int8-dynamic"):
+        get_storage("int4")
+    assert get_storage("int8-dynamic").integer_matmul and not get_storage("int8").integer_matmul

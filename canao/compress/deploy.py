@@ -27,13 +27,15 @@ the deployed module is the compiled module's accuracy.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from canao.models import Encoder
-from canao.space import WEIGHT_KINDS
 
 MAX_CLUSTERS = 256  # indices are stored as uint8
 # int8-dynamic weights use 7 bits. x86 u8 x s8 kernels without VNNI (``vpmaddubsw``: ONNX
@@ -97,63 +99,124 @@ class _DynamicInt8Linear(torch.autograd.Function):
         return g.op("Add", g.op("Mul", acc, g.op("Mul", x_scale, scale)), bias)
 
 
+Buffers = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WeightStorage:
+    """How one weight kind is stored in the compiled module and widened back in the graph.
+
+    Contract: ``encode(w, reduce_dim, qmax)`` returns the buffers that hold ``w`` (a 2-D
+    fp32 tensor; ``reduce_dim`` is the axis one scale covers: 0 for a linear's ``(in, out)``
+    weight, 1 for an embedding's ``(vocab, hidden)`` table); ``decode(buffers, ids)`` widens
+    them back to fp32, only the rows ``ids`` when given (gathered before widening, so a
+    lookup reads the small form). ``tolerance`` is the largest compiled-vs-PyTorch logit
+    gap that still means a correct build; ``integer_matmul`` makes a linear's matmul an
+    integer one (activations quantised per call). Buffer names are the ONNX and
+    ``candidate.pt`` names: a stored candidate reloads by them.
+    """
+
+    name: str
+    buffers: tuple[str, ...]
+    encode: Callable[[torch.Tensor, int, int], Buffers]
+    decode: Callable[[Buffers, torch.Tensor | None], torch.Tensor]
+    tolerance: float = 1e-3
+    integer_matmul: bool = False
+
+
+STORAGES: dict[str, WeightStorage] = {}
+
+
+def register_storage(storage: WeightStorage) -> WeightStorage:
+    """Add a weight kind; a name already registered is refused."""
+    if storage.name in STORAGES:
+        raise ValueError(f"weight storage '{storage.name}' is already registered")
+    STORAGES[storage.name] = storage
+    return storage
+
+
+def get_storage(name: str) -> WeightStorage:
+    """The registered weight kind ``name``; an unknown one is answered with the valid names."""
+    try:
+        return STORAGES[name]
+    except KeyError:
+        raise ValueError(f"unknown weight storage '{name}' ({', '.join(STORAGES)})") from None
+
+
+def _take(t: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    return t if ids is None else t[ids]
+
+
+def _int8_encode(w: torch.Tensor, reduce_dim: int, qmax: int) -> Buffers:
+    # One symmetric scale per output channel (linear) or per token (embedding).
+    scale = (w.abs().amax(dim=reduce_dim, keepdim=reduce_dim == 1) / float(qmax)).clamp(min=1e-12)
+    return {"q": torch.round(w / scale).clamp(-qmax, qmax).to(torch.int8), "scale": scale.float()}
+
+
+def _int8_decode(b: Buffers, ids: torch.Tensor | None) -> torch.Tensor:
+    scale = b["scale"] if ids is None or b["scale"].dim() == 1 else b["scale"][ids]
+    return _take(b["q"], ids).to(torch.float32) * scale
+
+
+def _half(dtype: torch.dtype) -> Callable[[torch.Tensor, int, int], Buffers]:
+    return lambda w, reduce_dim, qmax: {"h": w.to(dtype)}
+
+
+def _widen(b: Buffers, ids: torch.Tensor | None) -> torch.Tensor:
+    return _take(b["h"], ids).to(torch.float32)
+
+
+register_storage(WeightStorage("fp32", ("w",), lambda w, r, q: {"w": w.clone()},
+                               lambda b, ids: _take(b["w"], ids)))
+register_storage(WeightStorage("fp16", ("h",), _half(torch.float16), _widen))
+register_storage(WeightStorage("bf16", ("h",), _half(torch.bfloat16), _widen))
+register_storage(WeightStorage("int8", ("q", "scale"), _int8_encode, _int8_decode))
+# With dynamically quantised activations compiled and PyTorch outputs cannot agree to
+# rounding: a last-bit difference in an activation (TVM and PyTorch sum in different orders)
+# can move it across a rounding boundary, which shifts every output it feeds by one
+# quantisation step; on the digits base the gap measured 0.0074 over eight validation
+# images. 0.05 still catches a wrong graph (those miss by whole logits).
+register_storage(WeightStorage("int8-dynamic", ("q", "scale"), _int8_encode, _int8_decode,
+                               tolerance=5e-2, integer_matmul=True))
+
+
+def clustered(k: int) -> WeightStorage:
+    """``k`` shared values per tensor (Tabani et al., 2021): uint8 indices + fp32 codebook."""
+    def encode(w: torch.Tensor, reduce_dim: int, qmax: int) -> Buffers:
+        idx, codebook = kmeans_1d(w.numpy(), k)
+        return {"idx": torch.from_numpy(idx), "codebook": torch.from_numpy(codebook)}
+
+    def decode(b: Buffers, ids: torch.Tensor | None) -> torch.Tensor:
+        return b["codebook"][_take(b["idx"], ids).to(torch.int64)]  # gathered from (k,)
+
+    return WeightStorage(f"clustered-{k}", ("idx", "codebook"), encode, decode)
+
+
 class _StoredMatrix(nn.Module):
-    """A 2-D weight held in one of ``WEIGHT_KINDS`` (or clustered); int8 scales along ``axis``."""
+    """A 2-D weight held in one registered :class:`WeightStorage` (or clustered)."""
 
     kind: str
-    # Buffers registered by ``_store`` (only those of ``kind`` exist on an instance).
-    w: torch.Tensor  # fp32
-    q: torch.Tensor  # int8, int8-dynamic
-    scale: torch.Tensor
-    h: torch.Tensor  # fp16, bf16
-    idx: torch.Tensor  # clustered
-    codebook: torch.Tensor
 
     def _store(self, w: torch.Tensor, weights: str, clusters: int, *, reduce_dim: int,
                qmax: int = WEIGHT_QMAX) -> None:
-        if clusters:
-            self.kind = f"clustered-{clusters}"
-            idx, codebook = kmeans_1d(w.numpy(), clusters)
-            self.register_buffer("idx", torch.from_numpy(idx))
-            self.register_buffer("codebook", torch.from_numpy(codebook))
-        elif weights in ("int8", "int8-dynamic"):
-            self.kind = weights
-            # One symmetric scale per output channel (linear) or per token (embedding).
-            scale = w.abs().amax(dim=reduce_dim, keepdim=reduce_dim == 1) / float(qmax)
-            scale = scale.clamp(min=1e-12)
-            self.register_buffer("q", torch.round(w / scale).clamp(-qmax, qmax).to(torch.int8))
-            self.register_buffer("scale", scale.float())
-        elif weights in ("fp16", "bf16"):
-            self.kind = weights
-            self.register_buffer("h", w.to(torch.float16 if weights == "fp16" else torch.bfloat16))
-        elif weights == "fp32":
-            self.kind = "fp32"
-            self.register_buffer("w", w.clone())
-        else:
-            raise ValueError(f"unknown weight storage '{weights}' ({', '.join(WEIGHT_KINDS)})")
+        self.storage = clustered(clusters) if clusters else get_storage(weights)
+        self.kind = self.storage.name
+        for name, tensor in self.storage.encode(w, reduce_dim, qmax).items():
+            self.register_buffer(name, tensor)
+
+    def _stored(self) -> Buffers:
+        return {n: cast(torch.Tensor, getattr(self, n)) for n in self.storage.buffers}
 
     def weight(self) -> torch.Tensor:
         return self.rows(None)
 
     def rows(self, ids: torch.Tensor | None) -> torch.Tensor:
         """The dequantised weight, or only its rows ``ids`` (gathered before widening)."""
-        def take(t: torch.Tensor) -> torch.Tensor:
-            return t if ids is None else t[ids]
-
-        if self.kind == "fp32":
-            return take(self.w)
-        if self.kind in ("int8", "int8-dynamic"):
-            scale = self.scale if ids is None or self.scale.dim() == 1 else take(self.scale)
-            return take(self.q).to(torch.float32) * scale
-        if self.kind in ("fp16", "bf16"):
-            return take(self.h).to(torch.float32)
-        return self.codebook[take(self.idx).to(torch.int64)]  # gathered from (k,)
+        return self.storage.decode(self._stored(), ids)
 
     def stored_bytes(self) -> int:
         """Bytes of the weight's stored form (bias excluded)."""
-        names = {"fp32": ("w",), "fp16": ("h",), "bf16": ("h",), "int8": ("q", "scale"),
-                 "int8-dynamic": ("q", "scale")}.get(self.kind, ("idx", "codebook"))
-        return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in names)
+        return sum(t.numel() * t.element_size() for t in self._stored().values())
 
 
 class DeployLinear(_StoredMatrix):
@@ -171,8 +234,9 @@ class DeployLinear(_StoredMatrix):
                     qmax=qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "int8-dynamic":
-            return _DynamicInt8Linear.apply(x, self.q, self.scale, self.bias)
+        if self.storage.integer_matmul:
+            b = self._stored()
+            return _DynamicInt8Linear.apply(x, b["q"], b["scale"], self.bias)
         return x @ self.weight() + self.bias
 
 
@@ -231,12 +295,7 @@ def weight_storage(model: nn.Module) -> str:
 
 
 def parity_tolerance(weights: str) -> float:
-    """Largest compiled-vs-PyTorch logit gap that still means a correct build.
-
-    Float storage agrees to rounding (1e-3 is generous). With dynamically quantised
-    activations it cannot: a last-bit difference in an activation (TVM and PyTorch sum in
-    different orders) can move it across a rounding boundary, which shifts every output it
-    feeds by one quantisation step; on the digits base the gap measured 0.0074 over eight
-    validation images. 0.05 still catches a wrong graph (those miss by whole logits).
-    """
-    return 5e-2 if weights == "int8-dynamic" else 1e-3
+    """Largest compiled-vs-PyTorch logit gap that still means a correct build (the storage's
+    own; float storage agrees to rounding, so 1e-3 is generous for it and for clusters)."""
+    storage = STORAGES.get(weights)
+    return storage.tolerance if storage is not None else 1e-3

@@ -239,6 +239,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         yield
         service.pool.shutdown()
 
+    # The read routes (listing, a study's status, front and trials) are short and run on the
+    # event loop, one at a time in arrival order: in the thread pool, 16 concurrent readers
+    # contend for the GIL and the slowest waits many switch intervals (p99 of 350 ms against
+    # 70 ms for the median, measured by benchmarks/service.py). Long routes (export, create)
+    # stay in the pool, off the loop.
+
     # No /docs or /redoc: their pages load scripts from a CDN, and canao runs offline;
     # /openapi.json is the description.
     app = FastAPI(title="canao", version=__version__, lifespan=lifespan, docs_url=None,
@@ -283,7 +289,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "targets": sorted(p.stem for p in shipped_dir("tvm_targets").glob("*.json"))}
 
     @app.get("/api/studies", tags=["studies"])
-    def list_studies() -> dict[str, Any]:
+    async def list_studies() -> dict[str, Any]:
         """Every study: trial counts by state, best values, and the run this service started."""
         rows = st.summaries(config.storage)
         return {"studies": [{**r, "run": service.pool.describe(r["study"])} for r in rows]}
@@ -348,7 +354,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return {"study": name, "run": run.describe()}
 
     @app.get("/api/studies/{name:path}/front", tags=["front"])
-    def front(name: str, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
+    async def front(name: str, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
               max_accuracy_drop: float | None = None) -> dict[str, Any]:
         """The feasible Pareto front (optionally read under other budgets), as ``canao pareto``."""
         cs = service.study(name)
@@ -357,7 +363,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return {"study": name, **st.front(cs, budgets)}
 
     @app.get("/api/studies/{name:path}/trials", tags=["front"])
-    def trials(name: str) -> dict[str, Any]:
+    async def trials(name: str) -> dict[str, Any]:
         """Every finished trial with its feasibility and front membership (the page's data)."""
         cs = service.study(name)
         return {**plot_points(cs), "run": service.pool.describe(name),
@@ -412,7 +418,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                             headers={"X-Canao-SHA256": sha256_file(path)})
 
     @app.get("/api/studies/{name:path}", tags=["studies"])
-    def study_status(name: str) -> dict[str, Any]:
+    async def study_status(name: str) -> dict[str, Any]:
         """One study: trial counts by state, best values and the progress of its run."""
         service.study(name)
         summary = st.summaries(config.storage, name)[0]
