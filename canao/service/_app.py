@@ -6,227 +6,31 @@ this service started (see :mod:`canao.service._workers`) and the export archives
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import os
-import re
 import shutil
-import tarfile
-import tempfile
-import threading
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from canao import __version__
 from canao import study as st
 from canao.errors import CanaoError
-from canao.service._config import EXPORT_ID, ServiceConfig
+from canao.service._config import ServiceConfig
+from canao.service._gate import ARCHIVE, Gate
+from canao.service._inputs import ExportRequest, ResumeRequest, _input, _refuse_local_paths
 from canao.service._plots import page_html, plot_points
-from canao.service._workers import WorkerPool
+from canao.service._state import Service, _archive
 
 log = logging.getLogger(__name__)
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGI = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                Awaitable[None]]
-PUBLIC = ("/api/health",)  # the only path a token does not guard
-ARCHIVE = re.compile(EXPORT_ID.pattern + r"\.tar\.gz")
-
-
-class Gate:
-    """ASGI middleware in front of every route: the bearer token, then the body size.
-
-    The body is read here (up to ``max_body`` bytes) so an oversized upload is refused
-    with 413 before any handler or multipart parser sees it.
-    """
-
-    def __init__(self, app: ASGI, token: str | None, max_body: int) -> None:
-        self.app, self.token, self.max_body = app, token, max_body
-        self.expected = f"Bearer {token}".encode() if token else b""
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        if self.token and scope["path"] not in PUBLIC:
-            given = headers.get(b"authorization", b"")
-            # compare_digest's time does not depend on where the bytes first differ
-            if not hmac.compare_digest(given, self.expected):
-                await _reply(send, 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
-                             [(b"www-authenticate", b"Bearer")])
-                return
-        length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_body:
-            await _reply(send, 413, f"request body of {int(length)} bytes is over the "
-                         f"service's limit of {self.max_body} bytes")
-            return
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                await _reply(send, 413, f"request body is over the service's limit of "
-                             f"{self.max_body} bytes")
-                return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _reply(send: Any, status: int, message: str,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": message, "status": status}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
-
-
-class ResumeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trials: int = Field(10, ge=1, le=100_000, description="COMPLETE trials to add")
-    workers: int = Field(1, ge=1, description="canao worker processes to share them")
-
-
-class ExportRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trial: int | None = Field(None, ge=0, description="export this trial ...")
-    max_latency_ms: float | None = Field(None, ge=0, description="... or the most accurate "
-                                         "Pareto trial within this latency")
-    max_memory_mb: float | None = Field(None, ge=0, description="... and this memory")
-
-
-class Service:
-    """What the routes share: the configuration, the study database and the worker pool."""
-
-    def __init__(self, config: ServiceConfig) -> None:
-        self.config = config
-        for folder in (config.artifacts, config.exports, config.logs):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.storage = st.open_storage(config.storage, must_exist=False)
-        self.pool = WorkerPool(config, self.complete)
-        self._studies: dict[str, st.CanaoStudy] = {}
-        self._lock = threading.Lock()
-        self._create_lock = threading.Lock()
-        self._export_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-
-    def names(self) -> list[str]:
-        return sorted(s.study_name for s in self.storage.get_all_studies())
-
-    def study(self, name: str) -> st.CanaoStudy:
-        """The named study; 400 for a name the CLI would refuse, 404 for an unknown one."""
-        st.check_study_name(name)
-        with self._lock:
-            cs = self._studies.get(name)
-            if cs is None:
-                if name not in self.names():
-                    raise HTTPException(404, f"no study '{name}' in "
-                                        f"{st.redact(self.config.storage)}")
-                cs = self._studies[name] = st.load(name, self.config.storage)
-            return cs
-
-    def check_workers(self, workers: int) -> None:
-        if workers > self.config.max_workers:
-            raise HTTPException(400, f"workers: at most {self.config.max_workers} per request")
-        if workers > 1 and st._storage.sqlite_path(self.config.storage) is not None:
-            raise HTTPException(400, f"workers: {workers} asked, but the study database is a "
-                                "SQLite file, which takes one worker; start the service with "
-                                "--storage postgresql+psycopg://user@host/db for several")
-
-    def complete(self, name: str) -> int:
-        """Finished trials of a study (one grouped count, not every trial)."""
-        return int(st.summaries(self.config.storage, name)[0]["states"].get("COMPLETE", 0))
-
-    def progress(self, name: str, complete: int) -> dict[str, Any]:
-        run = self.pool.describe(name)
-        out: dict[str, Any] = {"complete": complete, "run": run}
-        if run is not None:
-            out["goal"] = run["goal"]
-        return out
-
-
-def _read_upload(upload: UploadFile, limit: int, what: str) -> str:
-    data = upload.file.read(limit + 1)
-    if len(data) > limit:
-        raise HTTPException(413, f"{what} '{upload.filename}' is larger than {limit} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise HTTPException(400, f"{what} '{upload.filename}' is not UTF-8 text") from e
-
-
-def _stem(filename: str | None) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(filename or "").stem).strip("._-")[:64]
-    return stem or "uploaded"
-
-
-def _input(shipped: str | None, upload: UploadFile | None, folder: str, suffix: str,
-           what: str, field: str, limit: int) -> tuple[str, str, str]:
-    """(text, name, where) of a shipped file named by ``shipped`` or of an uploaded one."""
-    from canao.space import shipped_dir
-
-    if (shipped is None) == (upload is None):
-        raise HTTPException(400, f"give either '{field}' (a shipped {what}) or "
-                            f"'{field}_file' (an upload)")
-    if upload is not None:
-        return _read_upload(upload, limit, what), _stem(upload.filename), \
-            f"uploaded {what} '{upload.filename}'"
-    shipped = shipped or ""
-    known = sorted(p.stem for p in shipped_dir(folder).glob(f"*{suffix}"))
-    stem = shipped[:-len(suffix)] if shipped.endswith(suffix) else shipped
-    if stem not in known:  # only names: a path here could read any file on the server
-        raise HTTPException(400, f"{field} {shipped!r}: no shipped {what} of that name "
-                            f"(shipped: {', '.join(known) or 'none'}); upload a file instead")
-    return (shipped_dir(folder) / f"{stem}{suffix}").read_text(), stem, f"shipped {what} '{stem}'"
-
-
-def _refuse_local_paths(space: Any, where: str) -> None:
-    """A space sent to the service may not name files on the server (data or checkpoint)."""
-    if ":" in space.task:
-        raise HTTPException(400, f"{where}: task '{space.task}' reads a file on the server; "
-                            "the service runs built-in tasks only (use the CLI for file tasks)")
-    ckpt = space.base.model.checkpoint
-    if ckpt and (os.sep in ckpt or "/" in ckpt or ckpt.startswith((".", "~"))):
-        raise HTTPException(400, f"{where}: base.model.checkpoint '{ckpt}' is a path on the "
-                            "server; the service takes shipped checkpoint names only")
-
-
-def _archive(bundle: Path, archive: Path, root: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=f".{archive.name}.partial-")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for p in sorted(bundle.iterdir()):
-                tar.add(p, arcname=f"{root}/{p.name}", recursive=False)
-        os.replace(tmp, archive)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
