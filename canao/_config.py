@@ -16,6 +16,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def positive(name: str, *values: int | float) -> None:
+    """Raise ``ValueError`` naming ``name`` unless every value is positive (for ``__post_init__``)."""
+    for v in values:
+        if v <= 0:
+            raise ValueError(f"'{name}' must be positive, got {v}")
+
+
 def build(cls: type[T], data: Any, *, where: str, path: str, error: type[Exception]) -> T:
     """Build dataclass ``cls`` from ``data``.
 

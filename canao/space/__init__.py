@@ -1,9 +1,9 @@
 """Search spaces: parse and validate YAML; sample an :class:`ArchConfig` from a trial."""
 
+from canao._shipped_files import resolve_shipped, shipped_dir
+from canao.space._arch import WEIGHT_KINDS, ArchConfig
 from canao.space._space import (
     MAX_SPACE_BYTES,
-    WEIGHT_KINDS,
-    ArchConfig,
     BaseSpec,
     Budgets,
     CandidateSpec,
@@ -15,8 +15,6 @@ from canao.space._space import (
     TrainSpec,
     load_space,
     parse_space,
-    resolve_shipped,
-    shipped_dir,
 )
 
 __all__ = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -11,21 +9,14 @@ from typing import Any, Literal
 import yaml
 
 from canao import _config
+from canao._config import positive
+from canao._shipped_files import resolve_shipped
 from canao.errors import SpaceError
+from canao.space._arch import WEIGHT_KINDS, ArchConfig
 from canao.tasks import TableSpec
 
-# Block weight storage (see canao.compress.deploy): float widths, weight-only int8, and int8
-# weights with dynamically quantised activations (integer matmuls).
-WEIGHT_KINDS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
 SPACE_VERSION = 1
-ARCH_VERSION = 1
 MAX_SPACE_BYTES = 256 * 1024  # a space file is a few hundred bytes; refuse anything absurd
-
-
-def _positive(name: str, *values: int | float) -> None:
-    for v in values:
-        if v <= 0:
-            raise ValueError(f"'{name}' must be positive, got {v}")
 
 
 @dataclass(frozen=True)
@@ -50,8 +41,8 @@ class ModelSpec:
     ffn: int = 256
 
     def __post_init__(self) -> None:
-        _positive("base.model", self.patch_size, self.hidden, self.layers, self.heads)
-        _positive("base.model", self.head_dim, self.ffn)
+        positive("base.model", self.patch_size, self.hidden, self.layers, self.heads)
+        positive("base.model", self.head_dim, self.ffn)
         if self.frontend == "token" and (self.vocab_size <= 0 or self.max_len <= 0):
             raise ValueError("the token frontend needs 'vocab_size' and 'max_len'")
         if not 0.0 <= self.dropout < 1.0:
@@ -76,7 +67,7 @@ class TrainSpec:
     max_samples: int = 0
 
     def __post_init__(self) -> None:
-        _positive("base.train", self.epochs, self.batch_size, self.lr)
+        positive("base.train", self.epochs, self.batch_size, self.lr)
         if self.max_samples < 0:
             raise ValueError(f"'base.train.max_samples' must be >= 0, got {self.max_samples}")
 
@@ -106,7 +97,7 @@ class SearchDims:
             if len(set(values)) != len(values):
                 raise ValueError(f"'search.{name}' lists a choice twice: {list(values)}")
         for name in ("layers", "heads", "ffn", "hidden"):
-            _positive(f"search.{name}", *getattr(self, name))
+            positive(f"search.{name}", *getattr(self, name))
         bad = [w for w in self.weights if w not in WEIGHT_KINDS]
         if bad:
             raise ValueError(f"'search.weights' allows {', '.join(WEIGHT_KINDS)}, got {bad}")
@@ -128,7 +119,7 @@ class RecoverySpec:
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"'candidate.recovery.steps' must be >= 0, got {self.steps}")
-        _positive("candidate.recovery", self.batch_size, self.lr, self.temperature)
+        positive("candidate.recovery", self.batch_size, self.lr, self.temperature)
         if not 0.0 <= self.distill_alpha <= 1.0:
             raise ValueError(f"'distill_alpha' must lie in [0, 1], got {self.distill_alpha}")
 
@@ -143,7 +134,7 @@ class SlimmingSpec:
     penalty: float = 10.0  # weight of relu(E[bytes] / budget - 1)^2
 
     def __post_init__(self) -> None:
-        _positive("candidate.slimming", self.budget_mb, self.steps, self.lr, self.penalty)
+        positive("candidate.slimming", self.budget_mb, self.steps, self.lr, self.penalty)
 
 
 @dataclass(frozen=True)
@@ -284,55 +275,6 @@ class SearchSpace:
         return ArchConfig(hidden=m.hidden, heads=(m.heads,) * m.layers, ffn=(m.ffn,) * m.layers)
 
 
-@dataclass(frozen=True)
-class ArchConfig:
-    """The structure of one candidate: hidden width and, per kept layer, heads and FFN width.
-
-    Which base layers, heads and neurons survive is decided by importance when the
-    candidate is built; this config says only how many.
-    """
-
-    hidden: int
-    heads: tuple[int, ...]
-    ffn: tuple[int, ...]
-    weights: str = "fp32"  # block weight storage, one of WEIGHT_KINDS
-    clusters: int = 0  # k-means shared values per block weight tensor (0: none); implies fp32
-
-    def __post_init__(self) -> None:
-        if len(self.heads) != len(self.ffn) or not self.heads:
-            raise ValueError("an architecture needs >= 1 layer and one heads/ffn entry per layer")
-        _positive("arch", self.hidden, *self.heads, *self.ffn)
-        if self.weights not in WEIGHT_KINDS:
-            raise ValueError(f"weights must be one of {WEIGHT_KINDS}, got {self.weights!r}")
-        if self.clusters and (self.weights != "fp32" or not 2 <= self.clusters <= 256):
-            raise ValueError("clustering needs fp32 codebooks and 2..256 clusters")
-
-    @property
-    def layers(self) -> int:
-        return len(self.heads)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "ArchConfig", "version": ARCH_VERSION, **_config.to_dict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
-        data = dict(data)
-        if data.pop("type", "ArchConfig") != "ArchConfig" or data.pop("version", 1) != ARCH_VERSION:
-            raise SpaceError(f"not an ArchConfig of version {ARCH_VERSION}: {data}")
-        return _config.build(cls, data, where="arch", path="", error=SpaceError)
-
-    def key(self) -> str:
-        """A short content digest, stable across processes."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def describe(self) -> str:
-        text = f"L{self.layers} d{self.hidden} h{list(self.heads)} ffn{list(self.ffn)}"
-        if self.clusters:
-            return f"{text} k{self.clusters}"
-        return text if self.weights == "fp32" else f"{text} {self.weights}"
-
-
 def parse_space(text: str, *, where: str = "<string>", name: str = "") -> SearchSpace:
     """Parse and validate space YAML text (safe loading only)."""
     if len(text.encode()) > MAX_SPACE_BYTES:
@@ -351,31 +293,3 @@ def load_space(path: str | Path) -> SearchSpace:
     """Read a space file; a shipped space may be named without its folder or suffix."""
     p = resolve_shipped(path, "search_spaces", ".yaml", SpaceError, "space file")
     return parse_space(p.read_text(), where=str(p), name=p.stem)
-
-
-def shipped_dir(folder: str) -> Path:
-    """The folder of shipped files (``search_spaces/``, ``tvm_targets/``).
-
-    An installed wheel carries them inside the package as ``canao/_shipped/FOLDER`` (setup.py
-    copies the checkout's top-level folders there when the wheel is built); an editable install
-    or a run from the checkout has no such copy and reads the checkout's top-level folder.
-    """
-    package = Path(__file__).resolve().parents[1]
-    installed = package / "_shipped" / folder
-    return installed if installed.is_dir() else package.parent / folder
-
-
-def resolve_shipped(path: str | Path, folder: str, suffix: str, error: type[Exception],
-                    what: str) -> Path:
-    """``path`` if it is a file, else the shipped file a bare name (suffix optional) names.
-
-    Anything else raises ``error``, listing the shipped names.
-    """
-    p = Path(path)
-    if p.is_file():
-        return p
-    candidate = shipped_dir(folder) / (p.name if p.suffix else p.name + suffix)
-    if p.parent == Path(".") and candidate.is_file():
-        return candidate
-    known = ", ".join(sorted(f.stem for f in shipped_dir(folder).glob(f"*{suffix}"))) or "none"
-    raise error(f"{path}: no such {what} (shipped: {known})")
