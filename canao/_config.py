@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -60,6 +60,21 @@ def build(cls: type[T], data: Any, *, where: str, path: str, error: type[Excepti
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise error(f"{where}: {label}: {e}") from e
+
+
+def build_text(cls: type[T], text: str, *, parse: Callable[[str], Any], limit: int, what: str,
+               name: str, where: str, error: type[Exception]) -> T:
+    """Build a whole file's config from its text (``parse`` raises ``ValueError`` naming where).
+
+    Text over ``limit`` bytes is refused before it is parsed.
+    """
+    if len(text.encode()) > limit:
+        raise error(f"{where}: larger than {limit} bytes; not a {what}")
+    try:
+        data = parse(text)
+    except ValueError as e:
+        raise error(f"{where}: {e}") from e
+    return build_file(cls, data, name=name, where=where, error=error)
 
 
 def build_file(cls: type[T], data: Any, *, name: str, where: str, error: type[Exception]) -> T:

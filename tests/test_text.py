@@ -12,7 +12,8 @@ from canao.cli import main
 from canao.errors import SpaceError, TaskError
 from canao.space import load_space, parse_space
 from canao.tasks import SPLITS, TableSpec, text_data
-from canao.tasks._text import rotten_tomatoes, train_wordpiece
+from canao.tasks._text import rotten_tomatoes
+from canao.tasks._tokens import train_wordpiece
 
 SPACE = """
 version: 1
@@ -263,8 +264,7 @@ def test_minilm_from_its_wheel_equals_transformers(tmp_path: Path) -> None:
     from transformers import BertForSequenceClassification
 
     from canao.models.hf import check_checkpoint, load_bert
-    from canao.tasks import checkpoint_folder, encode, load_task
-    from canao.tasks._text import tokenizer_from_folder
+    from canao.tasks import checkpoint_folder, encode, load_task, tokenizer_from_folder
 
     folder = checkpoint_folder("minilm-l6")
     space = load_space("minilm_rotten_tomatoes")

@@ -31,41 +31,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import numpy as np
 import torch
 from torch import nn
 
+from canao.compress._kmeans import kmeans_1d
 from canao.models import Encoder
 
-MAX_CLUSTERS = 256  # indices are stored as uint8
 # int8-dynamic weights use 7 bits. x86 u8 x s8 kernels without VNNI (``vpmaddubsw``: ONNX
 # Runtime's on AVX2 and AVX-512 alone, and TVM's ``dot_16x4_avx512``) add pairs of products
 # in signed 16-bit lanes: 255 * 127 * 2 = 64,770 saturates, 255 * 63 * 2 = 32,130 cannot
 # (<= 32,767). With this range every engine on every x86 CPU computes the exact int32 sum.
 DYNAMIC_QMAX = 63
 WEIGHT_QMAX = 127  # weight-only int8 is widened to fp32 before any arithmetic: all 8 bits
-
-
-def kmeans_1d(values: np.ndarray, k: int, iters: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means on scalars: (uint8 indices, sorted fp32 codebook).
-
-    Centroids start at evenly spaced quantiles (deterministic, no random restarts); on a
-    line, assignment is a search among the midpoints between sorted centroids.
-    """
-    if not 2 <= k <= MAX_CLUSTERS:
-        raise ValueError(f"clusters must lie in [2, {MAX_CLUSTERS}], got {k}")
-    flat = values.astype(np.float64).ravel()
-    centroids = np.unique(np.quantile(flat, (np.arange(k) + 0.5) / k))
-    for _ in range(iters):
-        idx = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, flat)
-        sums = np.bincount(idx, weights=flat, minlength=len(centroids))
-        counts = np.bincount(idx, minlength=len(centroids))
-        moved = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-        if np.allclose(moved, centroids):
-            break
-        centroids = np.sort(moved)
-    idx = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, flat)
-    return idx.astype(np.uint8).reshape(values.shape), centroids.astype(np.float32)
 
 
 class _DynamicInt8Linear(torch.autograd.Function):

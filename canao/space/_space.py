@@ -275,18 +275,19 @@ class SearchSpace:
         return ArchConfig(hidden=m.hidden, heads=(m.heads,) * m.layers, ffn=(m.ffn,) * m.layers)
 
 
-def parse_space(text: str, *, where: str = "<string>", name: str = "") -> SearchSpace:
-    """Parse and validate space YAML text (safe loading only)."""
-    if len(text.encode()) > MAX_SPACE_BYTES:
-        raise SpaceError(f"{where}: larger than {MAX_SPACE_BYTES} bytes; not a space file")
+def _yaml(text: str) -> Any:
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(e, "problem", None) or str(e)
-        raise SpaceError(f"{where}: not valid YAML{at}: {reason}") from e
-    return _config.build_file(SearchSpace, data, name=name, where=where, error=SpaceError)
+        raise ValueError(f"not valid YAML{at}: {getattr(e, 'problem', None) or e}") from e
+
+
+def parse_space(text: str, *, where: str = "<string>", name: str = "") -> SearchSpace:
+    """Parse and validate space YAML text (safe loading only)."""
+    return _config.build_text(SearchSpace, text, parse=_yaml, limit=MAX_SPACE_BYTES,
+                              what="space file", name=name, where=where, error=SpaceError)
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -163,15 +163,16 @@ class TargetProfile:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def parse_profile(text: str, *, where: str = "<string>", name: str = "") -> TargetProfile:
-    if len(text.encode()) > MAX_PROFILE_BYTES:
-        raise TargetError(f"{where}: larger than {MAX_PROFILE_BYTES} bytes; not a target profile")
+def _json(text: str) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise TargetError(f"{where}: not valid JSON at line {e.lineno}, column {e.colno}: "
-                          f"{e.msg}") from e
-    return _config.build_file(TargetProfile, data, name=name, where=where, error=TargetError)
+        raise ValueError(f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+
+
+def parse_profile(text: str, *, where: str = "<string>", name: str = "") -> TargetProfile:
+    return _config.build_text(TargetProfile, text, parse=_json, limit=MAX_PROFILE_BYTES,
+                              what="target profile", name=name, where=where, error=TargetError)
 
 
 def load_profile(path: str | Path) -> TargetProfile:

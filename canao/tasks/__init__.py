@@ -10,15 +10,8 @@ from canao.tasks._load import (
     load_task,
     text_data,
 )
-from canao.tasks._text import (
-    TableSpec,
-    TextData,
-    TextTask,
-    encode,
-    pad_id,
-    tokenizer_from_folder,
-    tokenizer_from_json,
-)
+from canao.tasks._text import TableSpec, TextData, TextTask
+from canao.tasks._tokens import encode, pad_id, tokenizer_from_folder, tokenizer_from_json
 
 register_task("digits", DigitsTask)
 

@@ -21,10 +21,8 @@ from canao.tasks._text import (
     fetch_wheel,
     read_table,
     rotten_tomatoes,
-    tokenizer_from_folder,
-    tokenizer_from_json,
-    train_wordpiece,
 )
+from canao.tasks._tokens import tokenizer_from_folder, tokenizer_from_json, train_wordpiece
 
 TEXT_TASKS = ("rotten-tomatoes",)
 TABLE_KINDS = ("csv", "jsonl")
