@@ -167,13 +167,18 @@ def write_checksums(folder: Path) -> None:
     (folder / SUMS_FILE).write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in files))
 
 
-def verify_checksums(folder: Path) -> None:
-    """Raise :class:`ExportError` naming the first file whose checksum does not match."""
+def read_checksums(folder: Path) -> dict[str, str]:
+    """The bundle's ``SHA256SUMS``: file name -> sha256 hex digest."""
     sums = folder / SUMS_FILE
     if not sums.is_file():
         raise ExportError(f"{folder}: no {SUMS_FILE}; not a canao bundle")
-    for line in sums.read_text().splitlines():
-        digest, _, name = line.partition("  ")
+    return {name: digest for digest, _, name in
+            (line.partition("  ") for line in sums.read_text().splitlines() if line)}
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise :class:`ExportError` naming the first file whose checksum does not match."""
+    for name, digest in read_checksums(folder).items():
         if not (folder / name).is_file():
             raise ExportError(f"{folder}: {name} is listed in {SUMS_FILE} but missing")
         if sha256_file(folder / name) != digest:
@@ -188,3 +193,49 @@ def load_bundle(folder: str | Path) -> tuple[CompiledModel, dict[str, Any]]:
     verify_checksums(folder)
     metrics = json.loads((folder / METRICS_FILE).read_text())
     return CompiledModel(folder), metrics
+
+
+class Bundle:
+    """An exported bundle opened for use: its model, metrics and (text models) tokenizer.
+
+    What a bundle holds and how its inputs are made lives here, beside the format, so
+    ``canao predict``, the service and a user's script read it the same way. Text models
+    need the ``tokenizers`` package; nothing here imports torch.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.model, self.metrics = load_bundle(self.folder)
+        self.tokenizer: Any = None
+        if (self.folder / TOKENIZER_FILE).is_file():
+            from canao.tasks import tokenizer_from_json
+
+            self.tokenizer = tokenizer_from_json((self.folder / TOKENIZER_FILE).read_text())
+
+    def classify(self, texts: list[str] | tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        """Logits and label names for raw texts (a text model's own tokenisation)."""
+        if self.tokenizer is None:
+            raise ExportError(f"{self.folder}: not a text model (no {TOKENIZER_FILE})")
+        from canao.tasks import encode
+
+        logits = self.model.predict(encode(self.tokenizer, texts, self.metrics["max_len"]))
+        return logits, [self.metrics["labels"][int(k)] for k in logits.argmax(axis=1)]
+
+    def predict_array(self, x: np.ndarray) -> np.ndarray:
+        """Logits for samples of the model's input shape (any number of them)."""
+        if tuple(x.shape[1:]) != self.model.input_shape[1:]:
+            raise ExportError(f"samples of shape {tuple(x.shape[1:])}, the model takes "
+                              f"{tuple(self.model.input_shape[1:])}")
+        return self.model.predict(x)
+
+    def evaluate(self, split: str) -> tuple[np.ndarray, float, int]:
+        """Logits, accuracy and sample count on a split of the bundle's own task."""
+        from canao.tasks import TableSpec, TextTask, accuracy, get_task, text_data
+
+        if self.tokenizer is not None:
+            data = text_data(self.metrics["task"], TableSpec(**self.metrics.get("data") or {}))
+            part = TextTask(data, self.tokenizer, self.metrics["max_len"]).split(split)
+        else:
+            part = get_task(self.metrics["task"]).split(split)
+        logits = self.model.predict(part.x)
+        return logits, accuracy(logits, part.y), len(part)

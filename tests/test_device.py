@@ -116,3 +116,24 @@ def test_a_bundle_for_missing_cpu_features_is_refused(finished_study: dict, tmp_
     (line,) = [ln for ln in text.splitlines() if ln.startswith("canao: error:")]
     assert "compiled for sapphirerapids" in line and "amxtile" in line and "avx512fp16" in line
     assert "canao export --cpu" in line
+
+
+def test_export_builds_for_a_named_portable_cpu(finished_study: dict, tmp_path: Path) -> None:
+    from canao.measure import cpu_flags
+
+    out = tmp_path / "portable"
+    code, text = run_cli("export", "--study", "tiny", "--storage", finished_study["url"],
+                         "--trial", "0", "--cpu", "x86-64-v3", "--out", str(out))
+    assert code == 0, text
+    metrics = json.loads((out / "metrics.json").read_text())
+    meta = json.loads((out / META_FILE).read_text())
+    assert metrics["device"]["target"]["mcpu"] == "x86-64-v3" == meta["target"]["mcpu"]
+    assert metrics["device_key"] != metrics["study_device_key"]  # its own identity
+    assert "avx2" in meta["features"] and "avx512f" not in meta["features"]
+    # A CPU this machine cannot run cannot be timed here: refused before anything is built.
+    missing = missing_features(["amx-tile", "avx512fp16"], cpu_flags() or set())
+    if missing:
+        code, text = run_cli("export", "--study", "tiny", "--storage", finished_study["url"],
+                             "--trial", "0", "--cpu", "sapphirerapids",
+                             "--out", str(tmp_path / "spr"))
+        assert code == 2 and "this machine lacks" in text and not (tmp_path / "spr").exists()

@@ -256,6 +256,16 @@ def test_text_search_end_to_end(tmp_path: Path, capsys) -> None:
     assert {line.split("\t")[0] for line in lines} <= {"neg", "pos"}  # the file's own labels
     assert main(["predict", str(out)]) == 0
     assert "accuracy" in capsys.readouterr().out
+    # A deployment machine has the TVM runtime and tokenizers, not torch: predict --text runs
+    # in a process where importing torch fails.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; from canao.cli import main; "
+            f"sys.exit(main(['predict', {str(out)!r}, '--text', 'a warm and funny film']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\t")[0] in {"neg", "pos"}
 
 
 @pytest.mark.slow

@@ -119,43 +119,26 @@ def predict(bundle: Path, input_path: Path | None, texts: tuple[str, ...], split
     """Run an exported bundle with the TVM runtime alone (no torch)."""
     import numpy as np
 
-    from canao.runtime import TOKENIZER_FILE, load_bundle
+    from canao.runtime import Bundle
 
-    model, metrics = load_bundle(bundle)
-    tokenizer = None
-    if (bundle / TOKENIZER_FILE).is_file():
-        from canao.tasks import tokenizer_from_json
-
-        tokenizer = tokenizer_from_json((bundle / TOKENIZER_FILE).read_text())
+    b = Bundle(bundle)
     if texts:
-        if tokenizer is None:
-            raise CanaoError(f"{bundle}: not a text model (no {TOKENIZER_FILE}); use --input")
-        from canao.tasks import encode
-
-        logits = model.predict(encode(tokenizer, texts, metrics["max_len"]))
-        for text, k in zip(texts, logits.argmax(axis=1)):
-            click.echo(f"{metrics['labels'][int(k)]}\t{text}")
+        logits, labels = b.classify(texts)
+        for text, label in zip(texts, labels):
+            click.echo(f"{label}\t{text}")
     elif input_path is not None:
         try:
             x = np.load(input_path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise CanaoError(f"{input_path}: not a readable .npy array: {e}") from e
-        if tuple(x.shape[1:]) != model.input_shape[1:]:
-            raise CanaoError(f"{input_path}: samples of shape {tuple(x.shape[1:])}, the model "
-                             f"takes {tuple(model.input_shape[1:])}")
-        logits = model.predict(x)
+        try:
+            logits = b.predict_array(x)
+        except CanaoError as e:
+            raise CanaoError(f"{input_path}: {e}") from e
         click.echo(" ".join(str(int(v)) for v in logits.argmax(axis=1)))
     else:
-        from canao.tasks import TableSpec, TextTask, accuracy, get_task, text_data
-
-        if tokenizer is not None:
-            data = text_data(metrics["task"], TableSpec(**metrics.get("data") or {}))
-            part = TextTask(data, tokenizer, metrics["max_len"]).split(split)
-        else:
-            part = get_task(metrics["task"]).split(split)
-        logits = model.predict(part.x)
-        click.echo(f"{metrics['task']} {split}: accuracy {accuracy(logits, part.y):.4f} on "
-                   f"{len(part)} samples")
+        logits, acc, n = b.evaluate(split)
+        click.echo(f"{b.metrics['task']} {split}: accuracy {acc:.4f} on {n} samples")
     if out is not None:
         np.save(out, logits)
 

@@ -177,7 +177,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def export(name: str, req: ExportRequest) -> dict[str, Any]:
         """Export a trial (by number or by budgets) as a compiled bundle in one .tar.gz."""
         from canao.export import export_bundle, select_trial
-        from canao.runtime import METRICS_FILE, SUMS_FILE, sha256_file
+        from canao.runtime import METRICS_FILE, SUMS_FILE, read_checksums, sha256_file
 
         cs = service.study(name)
         if (req.trial is None) == (req.max_latency_ms is None and req.max_memory_mb is None):
@@ -196,8 +196,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 if not bundle.exists():
                     export_bundle(cs, chosen, bundle)
                 _archive(bundle, archive, f"{name}-{eid}")
-        sums = {file: digest for digest, file in
-                (line.split("  ", 1) for line in (bundle / SUMS_FILE).read_text().splitlines())}
+        sums = read_checksums(bundle)
         return {"study": name, "trial": chosen.number, "export": eid,
                 "download": f"/api/studies/{name}/exports/{archive.name}",
                 "sha256": sha256_file(archive), "bytes": archive.stat().st_size,
