@@ -44,6 +44,8 @@ def test_shared_database_tunes_each_workload_once(tmp_path: Path) -> None:
     first = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "a", PROFILE,
                                 db_dir=db, **_candidate(tmp_path / "a", 32))
     t1 = first["tuning"]
+    # The worker said what it was tuning (the search shows these lines while it waits).
+    assert "tuning heavy workloads: " in (tmp_path / "a" / "progress.txt").read_text()
     assert first["fidelity"] == "tuned-2" and first["max_abs_error"] < 1e-4
     assert t1["covered_before"] == 0 and t1["tuned_tasks"] == t1["tasks"] > 0
     assert t1["covered_after"] > 0 and (db / "database_tuning_record.json").is_file()

@@ -32,6 +32,9 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
     ctx.obj = {"progress": not quiet}
+    from canao import _progress
+
+    _progress.set_enabled(not quiet)
 
 
 def _budget_options(what: str) -> Any:

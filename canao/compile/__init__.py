@@ -14,6 +14,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from canao.targets import DeviceIdentity, TargetProfile
 
 log = logging.getLogger(__name__)
 
+PROGRESS_FILE = "progress.txt"  # a build's latest progress line, written by its worker
+PROGRESS_EVERY_S = 15.0  # ... and shown by the search at most this often
 STALLED_EXIT = 75  # a compile worker's exit code when one workload's tuning stalled
 MAX_STALLS = 8  # stalled workloads one build may skip (each costs a worker restart)
 
@@ -141,6 +144,7 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
     req_path.write_text(json.dumps(request, indent=2))
     result_path = out_dir / "result.json"
     result_path.unlink(missing_ok=True)
+    (out_dir / PROGRESS_FILE).unlink(missing_ok=True)
     attempts = 1 + (profile.rpc.retries if profile.rpc else 0)
     server = _server(profile.threads)
     attempt = stalls = 0
@@ -206,12 +210,29 @@ class _WorkerServer:
             proc.stdin.flush()
         except BrokenPipeError:
             return self._died()
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        if not ready:
+        if not self._wait(proc, request.parent / PROGRESS_FILE, timeout):
             self.stop()
             raise CandidateError(f"build and measurement ran past {timeout:g} s")
         line = proc.stdout.readline()
         return int(line) if line.strip() else self._died()
+
+    @staticmethod
+    def _wait(proc: subprocess.Popen[str], progress: Path, timeout: float) -> bool:
+        """Wait for the worker's answer, showing its progress lines; False on timeout."""
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        shown, last = "", 0.0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select([proc.stdout], [], [], min(left, 2.0))
+            if ready:
+                return True
+            line = progress.read_text() if progress.is_file() else ""
+            if line and line != shown and time.monotonic() - last >= PROGRESS_EVERY_S:
+                log.info("%s", line)
+                shown, last = line, time.monotonic()
 
     def _died(self) -> int:
         assert self.proc is not None

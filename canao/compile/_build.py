@@ -7,6 +7,7 @@ search process: a crash or hang in TVM must fail one trial, not the search.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,8 @@ def planned_workspace_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> int
 
 
 def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
-          tuning: dict[str, Any] | None = None, cc: str = "") -> dict[str, Any]:
+          tuning: dict[str, Any] | None = None, cc: str = "",
+          report: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Compile ``onnx_path`` for the target into ``out_dir``; return what was built.
 
     Args:
@@ -105,7 +107,8 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
         mod, tune_stats = tune_and_apply(
             mod, target, Path(tuning["db_dir"]), trials_per_task=tuning["trials_per_task"],
             trials_per_iter=tuning["trials_per_iter"], runner_config=tuning["runner"],
-            rpc=tuning.get("rpc"), task_timeout_s=tuning.get("task_timeout_s", 300.0))
+            rpc=tuning.get("rpc"), task_timeout_s=tuning.get("task_timeout_s", 300.0),
+            report=report)
     t1 = time.perf_counter()
     executable = tvm.compile(mod, target=target)
     if cc:

@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,9 @@ def database_digest(db_dir: Path) -> str:
 def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *,
                    trials_per_task: int, trials_per_iter: int, runner_config: dict[str, Any],
                    seed: int = 0, rpc: dict[str, Any] | None = None,
-                   task_timeout_s: float = 300.0) -> tuple[tvm.IRModule, dict[str, Any]]:
+                   task_timeout_s: float = 300.0,
+                   report: Callable[[str], None] = lambda line: None,
+                   ) -> tuple[tvm.IRModule, dict[str, Any]]:
     """Tune the workloads of ``mod`` the shared database lacks, then apply the database.
 
     Args:
@@ -108,6 +110,7 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
         rpc: a profile's ``rpc`` block: schedules are then timed on that remote device.
         task_timeout_s: one workload's (or one batch of data-movement workloads') tuning
             that runs longer is recorded as stalled and ends this process (see above).
+        report: told what is being tuned and about how long is left, before each workload.
 
     Returns:
         The module with tuned schedules applied (ready for ``tvm.compile``) and statistics:
@@ -157,7 +160,12 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
                 # data-movement ones (one trial each) in one batch.
                 batches = ([list(range(len(group)))] if label == "light"
                            else [[i] for i in range(len(group))])
-                for idx in batches:
+                for b, idx in enumerate(batches):
+                    done = time.perf_counter() - tg
+                    left = f", about {done / b * (len(batches) - b):.0f} s left" if b else ""
+                    report(f"tuning {label} workloads: {b + 1}/{len(batches)} "
+                           f"({group[idx[0]][1].task_name}{'...' if len(idx) > 1 else ''})"
+                           f"{left}")
                     with _watchdog(db_dir, {group[i][0]: group[i][1].task_name for i in idx},
                                    task_timeout_s):
                         ms.tune_tasks(tasks=[ctxs[i] for i in idx],

@@ -39,8 +39,13 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     if request.get("measure_only"):  # time the library built earlier (a drift sentinel)
         info = json.loads((out_dir / BUILT_FILE).read_text())
     else:
+        from canao.compile import PROGRESS_FILE
+
+        def report(line: str) -> None:  # read by the parent, which shows it (see compile)
+            (out_dir / PROGRESS_FILE).write_text(line)
+
         info = build(Path(request["onnx"]), out_dir, request["target"], request.get("tuning"),
-                     cc=request.get("cc", ""))
+                     cc=request.get("cc", ""), report=report)
         (out_dir / BUILT_FILE).write_text(json.dumps(info, indent=2))
     # The features the library was compiled for: a runtime on a CPU without them refuses
     # to load it (it would die of an illegal instruction).

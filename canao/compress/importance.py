@@ -24,6 +24,7 @@ from typing import Any, cast
 import torch
 from torch.nn import functional as F
 
+from canao._progress import Progress
 from canao.compress.slicing import magnitude_scores
 from canao.models import Encoder
 from canao.models.encoder import Block
@@ -61,12 +62,15 @@ def _set_gates(model: Encoder, logits: dict[str, list[torch.Tensor]],
         block.layer_gate = squash(logits["layers"][i])
 
 
-def _batches(data: Split, batch_size: int, steps: int, seed: int) -> Iterator[tuple]:
+def _batches(data: Split, batch_size: int, steps: int, seed: int,
+             what: str) -> Iterator[tuple]:
     gen = torch.Generator().manual_seed(seed)
     x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (batch_size,), generator=gen)
-        yield x[idx], y[idx]
+    with Progress(steps, what, "batch") as progress:
+        for _ in range(steps):
+            idx = torch.randint(0, len(y), (batch_size,), generator=gen)
+            yield x[idx], y[idx]
+            progress.update()
 
 
 def taylor_scores(model: Encoder, data: Split, *, batches: int = 20, batch_size: int = 64,
@@ -76,7 +80,7 @@ def taylor_scores(model: Encoder, data: Split, *, batches: int = 20, batch_size:
     with gated(model, init=1.0) as logits:
         _set_gates(model, logits, squash=lambda t: t)  # the gates are the identity, = 1
         total = {k: [torch.zeros_like(t) for t in v] for k, v in logits.items()}
-        for xb, yb in _batches(data, batch_size, batches, seed):
+        for xb, yb in _batches(data, batch_size, batches, seed, "Taylor importance"):
             loss = F.cross_entropy(model(xb), yb)
             grads = torch.autograd.grad(loss, [t for v in logits.values() for t in v])
             flat = iter(grads)
@@ -134,7 +138,7 @@ def train_gates(model: Encoder, data: Split, *, budget_bytes: float, steps: int 
             before = float(expected({k: [torch.sigmoid(t).detach() for t in v]
                                      for k, v in logits.items()}))
             loss = torch.tensor(0.0)
-            for xb, yb in _batches(data, batch_size, steps, seed):
+            for xb, yb in _batches(data, batch_size, steps, seed, "training slimming gates"):
                 _clear_gates(model)
                 with torch.no_grad():  # the ungated model, which the gated one must keep
                     reference = F.log_softmax(model(xb), dim=-1)

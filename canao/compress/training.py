@@ -5,20 +5,22 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from canao._progress import Progress
 from canao.tasks import Split
 
 
 def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, lr: float,
           weight_decay: float = 0.01, seed: int = 0,
           teacher: torch.nn.Module | torch.Tensor | None = None,
-          alpha: float = 1.0, temperature: float = 1.0) -> list[float]:
+          alpha: float = 1.0, temperature: float = 1.0, what: str | None = None) -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps with cosine decay; return the losses.
 
     With a ``teacher`` the loss is ``alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || model)``
     at temperature ``T`` (Hinton et al.); without one it is plain cross-entropy. The teacher
     is a module, or its logits for every example of ``data`` computed once beforehand (the
     same numbers, since the teacher is frozen and in eval mode, without a forward per step).
-    The data order depends only on ``seed``, never on global random state.
+    The data order depends only on ``seed``, never on global random state. With ``what``
+    (a long run: the base, a checkpoint's fine-tune) progress is shown under that name.
     """
     if steps <= 0:
         return []
@@ -37,6 +39,7 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, l
     losses: list[float] = []
     order = torch.randperm(len(y), generator=gen)
     pos = 0
+    progress = Progress(steps if what else 0, what or "", "step")
     for _ in range(steps):
         if pos + batch_size > len(order):
             order, pos = torch.randperm(len(y), generator=gen), 0
@@ -57,5 +60,7 @@ def train(model: torch.nn.Module, data: Split, *, steps: int, batch_size: int, l
         if sched is not None:
             sched.step()
         losses.append(loss.item())
+        progress.update()
+    progress.__exit__(None, None, None)
     model.eval()
     return losses

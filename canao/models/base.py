@@ -130,8 +130,10 @@ def load_or_train_base(space: SearchSpace, task: Task) -> tuple[Encoder, dict[st
     steps = t.epochs * -(-len(train_split) // t.batch_size)
     from canao.compress.training import train
 
+    what = (f"fine-tuning {space.base.model.checkpoint}" if space.base.model.checkpoint
+            else f"training the base on {task.name}")
     train(model, train_split, steps=steps, batch_size=t.batch_size, lr=t.lr,
-          weight_decay=t.weight_decay, seed=t.seed)
+          weight_decay=t.weight_decay, seed=t.seed, what=what)
     info = {"key": key, "task": task.name, "config": model.config.to_dict(),
             "parameters": model.num_parameters(), "train_steps": steps}
     for s in ("validation", "test"):
