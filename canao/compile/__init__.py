@@ -117,31 +117,26 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
         CandidateError: the build or measurement failed, crashed or ran past the
             profile's ``build.timeout_s``; the message carries the reason.
     """
+    from canao.compile._request import BuildRequest, TuningRequest
+
     label, trials = fidelity(profile, final=final)
-    rpc = profile.to_dict()["rpc"]
     tuning = None
     if trials is not None:
         if db_dir is None:
             raise ValueError(f"a {label} build needs the study's tuning database folder")
         t = profile.tuning
-        tuning = {"db_dir": str(db_dir), "trials_per_task": trials,
-                  "trials_per_iter": t.trials_per_iter,
-                  "runner": {"number": t.runner_number, "repeat": 1,
-                             "min_repeat_ms": t.runner_min_repeat_ms},
-                  "task_timeout_s": t.task_timeout_s, "rpc": rpc}
-    request = {
-        "onnx": str(onnx_path), "out_dir": str(out_dir),
-        "target": device.target if device is not None else profile.target,
-        "device_identity": device.to_dict() if device is not None else None,
-        "fidelity": label, "tuning": tuning, "cc": profile.build.cc,
-        "measure_only": measure_only,
-        "rpc": rpc,
-        "device": profile.device_type, "measure": profile.to_dict()["measure"],
-        "input_shape": list(input_shape), "input_dtype": input_dtype, "input_name": input_name,
-        "reference_x": str(reference_x), "reference_logits": str(reference_logits),
-    }
-    req_path = out_dir / "request.json"
-    req_path.write_text(json.dumps(request, indent=2))
+        tuning = TuningRequest(db_dir=str(db_dir), trials_per_task=trials,
+                               trials_per_iter=t.trials_per_iter, runner_number=t.runner_number,
+                               runner_min_repeat_ms=t.runner_min_repeat_ms,
+                               task_timeout_s=t.task_timeout_s)
+    req_path = BuildRequest(
+        onnx=str(onnx_path), out_dir=str(out_dir),
+        target=device.target if device is not None else profile.target, fidelity=label,
+        measure=profile.measure, input_shape=tuple(input_shape), input_dtype=input_dtype,
+        input_name=input_name, reference_x=str(reference_x),
+        reference_logits=str(reference_logits), device_type=profile.device_type,
+        tuning=tuning, rpc=profile.rpc, cc=profile.build.cc, measure_only=measure_only,
+        device_identity=device).write()
     result_path = out_dir / "result.json"
     result_path.unlink(missing_ok=True)
     (out_dir / PROGRESS_FILE).unlink(missing_ok=True)

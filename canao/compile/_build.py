@@ -19,8 +19,10 @@ from tvm.relax import pipeline as relax_pipeline
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.onnx import from_onnx
 
+from canao.compile._request import TuningRequest
 from canao.errors import TargetError
 from canao.runtime import LIB_FILE, PARAMS_FILE, save_params
+from canao.targets import RemoteConfig
 
 
 def resolve_target(spec: dict[str, Any]) -> tvm.target.Target:
@@ -84,14 +86,14 @@ def planned_workspace_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> int
 
 
 def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
-          tuning: dict[str, Any] | None = None, cc: str = "",
+          tuning: TuningRequest | None = None, cc: str = "", rpc: RemoteConfig | None = None,
           report: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Compile ``onnx_path`` for the target into ``out_dir``; return what was built.
 
     Args:
-        tuning: ``None`` for an untuned build; else ``db_dir``, ``trials_per_task`` (0 =
-            apply the shared database only), ``trials_per_iter`` and ``runner`` settings.
+        tuning: ``None`` for an untuned build; else how to tune (see :mod:`._request`).
         cc: a cross compiler to link the library with (``""``: the host's).
+        rpc: schedules are timed on this remote device while tuning.
     """
     from canao.compile._device import compiled_features
 
@@ -104,11 +106,7 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
     if tuning is not None:
         from canao.compile._tune import tune_and_apply
 
-        mod, tune_stats = tune_and_apply(
-            mod, target, Path(tuning["db_dir"]), trials_per_task=tuning["trials_per_task"],
-            trials_per_iter=tuning["trials_per_iter"], runner_config=tuning["runner"],
-            rpc=tuning.get("rpc"), task_timeout_s=tuning.get("task_timeout_s", 300.0),
-            report=report)
+        mod, tune_stats = tune_and_apply(mod, target, tuning, rpc=rpc, report=report)
     t1 = time.perf_counter()
     executable = tvm.compile(mod, target=target)
     if cc:

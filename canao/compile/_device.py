@@ -56,7 +56,8 @@ def resolve_device(profile: TargetProfile, *, mcpu: str | None = None) -> Device
 def _remote_cpu(profile: TargetProfile) -> str:
     from canao.compile._remote import request_session
 
-    session = request_session(profile.to_dict()["rpc"])
+    assert profile.rpc is not None
+    session = request_session(profile.rpc)
     try:
         return str(session.get_function("target.llvm_get_system_cpu")())
     except Exception:  # a runtime-only server has no LLVM: name the device by its key

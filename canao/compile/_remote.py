@@ -6,34 +6,28 @@ import time
 from typing import Any
 
 from canao.errors import CandidateError
+from canao.targets import RemoteConfig
 
 
 class DeviceError(CandidateError):
     """The remote device could not be reached, or its connection dropped (retryable)."""
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"tracker address must be HOST:PORT, got {address!r}")
-    return host, int(port)
-
-
-def request_session(rpc_cfg: dict[str, Any]) -> Any:
+def request_session(device: RemoteConfig) -> Any:
     """An RPC session on a device with the profile's key, from the tracker.
 
     A device that is registered but busy is waited for (the tracker queues the request by
     priority); a key that no device has registered fails after ``device_wait_s``.
     """
-    from tvm import rpc
+    from tvm import rpc as tvm_rpc
 
-    host, port = parse_address(rpc_cfg["tracker"])
-    key = rpc_cfg["key"]
+    host, port = device.address
+    key = device.key
     try:
-        tracker = rpc.connect_tracker(host, port)
+        tracker = tvm_rpc.connect_tracker(host, port)
     except (OSError, RuntimeError) as e:
         raise DeviceError(f"cannot reach RPC tracker {host}:{port}: {e}") from e
-    deadline = time.monotonic() + rpc_cfg["device_wait_s"]
+    deadline = time.monotonic() + device.device_wait_s
     try:
         while True:
             servers = tracker.summary().get("server_info", [])
@@ -41,10 +35,10 @@ def request_session(rpc_cfg: dict[str, Any]) -> Any:
                 break
             if time.monotonic() > deadline:
                 raise DeviceError(f"no device with key '{key}' is registered at tracker "
-                                  f"{host}:{port} (waited {rpc_cfg['device_wait_s']:g} s)")
+                                  f"{host}:{port} (waited {device.device_wait_s:g} s)")
             time.sleep(0.5)
-        return tracker.request(key, priority=rpc_cfg["priority"],
-                               session_timeout=rpc_cfg["session_timeout_s"], max_retry=2)
+        return tracker.request(key, priority=device.priority,
+                               session_timeout=device.session_timeout_s, max_retry=2)
     except (OSError, RuntimeError) as e:
         raise DeviceError(f"device '{key}' at tracker {host}:{port}: "
                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e

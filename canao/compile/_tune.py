@@ -44,6 +44,8 @@ from tvm.s_tir.meta_schedule.builder import local_builder as _lb
 from canao._locks import file_lock
 from canao.compile import STALLED_EXIT
 from canao.compile._database import ATTEMPTED, LOCK, RECORDS, STALLED, WORKLOADS
+from canao.compile._request import TuningRequest
+from canao.targets import RemoteConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +96,28 @@ def database_digest(db_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *,
-                   trials_per_task: int, trials_per_iter: int, runner_config: dict[str, Any],
-                   seed: int = 0, rpc: dict[str, Any] | None = None,
-                   task_timeout_s: float = 300.0,
+def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningRequest, *,
+                   rpc: RemoteConfig | None = None, seed: int = 0,
                    report: Callable[[str], None] = lambda line: None,
                    ) -> tuple[tvm.IRModule, dict[str, Any]]:
     """Tune the workloads of ``mod`` the shared database lacks, then apply the database.
 
     Args:
-        trials_per_task: measured schedule candidates per missing workload; 0 only applies
-            the records already there ("transferred").
-        trials_per_iter: candidates per search round (one builder and runner batch).
-        runner_config: ``number``, ``repeat``, ``min_repeat_ms`` for MetaSchedule's runner.
+        tuning: the database, ``trials_per_task`` (measured schedule candidates per missing
+            workload; 0 only applies the records already there, "transferred"),
+            ``trials_per_iter`` (one builder and runner batch), the runner's timing, and
+            ``task_timeout_s`` (one workload's, or one batch of data-movement workloads',
+            tuning that runs longer is recorded as stalled and ends this process, see above).
         rpc: a profile's ``rpc`` block: schedules are then timed on that remote device.
-        task_timeout_s: one workload's (or one batch of data-movement workloads') tuning
-            that runs longer is recorded as stalled and ends this process (see above).
         report: told what is being tuned and about how long is left, before each workload.
 
     Returns:
         The module with tuned schedules applied (ready for ``tvm.compile``) and statistics:
         tasks, tasks covered before, tasks tuned, trials, tuning seconds, database digest.
     """
+    db_dir = Path(tuning.db_dir)
+    trials_per_task, trials_per_iter = tuning.trials_per_task, tuning.trials_per_iter
+    task_timeout_s = tuning.task_timeout_s
     prepared = prepare(mod, target)
     tasks = ms.relax_integration.extract_tasks(prepared, target)
     with file_lock(db_dir / LOCK):
@@ -145,7 +147,7 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, db_dir: Path, *
             todo = [(_task_key(t, target), _as_stored(t, db)) for t in missing]
             light = [(k, t) for k, t in todo if _flops(t) == 0]
             heavy = [(k, t) for k, t in todo if _flops(t) > 0]
-            runner = _runner(runner_config, rpc)
+            runner = _runner(tuning, rpc)
             stats["runner_start_s"] = time.perf_counter() - t0
             trials = 0
             for label, group, per_task in (("light", light, 1), ("heavy", heavy, trials_per_task)):
@@ -200,14 +202,15 @@ def _flops(task: Any) -> float:
         return 1.0
 
 
-def _runner(runner_config: dict[str, Any], rpc: dict[str, Any] | None) -> Any:
-    evaluator = ms.runner.EvaluatorConfig(**runner_config)
-    if rpc:
-        host, _, port = rpc["tracker"].rpartition(":")
+def _runner(tuning: TuningRequest, rpc: RemoteConfig | None) -> Any:
+    evaluator = ms.runner.EvaluatorConfig(number=tuning.runner_number, repeat=1,
+                                          min_repeat_ms=tuning.runner_min_repeat_ms)
+    if rpc is not None:
+        host, port = rpc.address
         return ms.runner.RPCRunner(
-            ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
-                                tracker_key=rpc["key"], session_priority=rpc["priority"],
-                                session_timeout_sec=int(rpc["session_timeout_s"])),
+            ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc.key,
+                                session_priority=rpc.priority,
+                                session_timeout_sec=int(rpc.session_timeout_s)),
             evaluator_config=evaluator)
     return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
 

@@ -24,75 +24,69 @@ from typing import Any
 
 import numpy as np
 
+from canao.compile._request import BuildRequest
+
 BUILT_FILE = "built.json"  # what the build produced, beside the library
 
 
-def run(request: dict[str, Any]) -> dict[str, Any]:
-    from canao import _config
-    from canao.compile import built_fidelity
+def run(req: BuildRequest) -> dict[str, Any]:
+    from canao.compile import PROGRESS_FILE, built_fidelity
     from canao.compile._build import build
     from canao.measure import describe_machine, measure_latency
     from canao.runtime import META_FILE, CompiledModel
-    from canao.targets import MeasureConfig
 
-    out_dir = Path(request["out_dir"])
-    if request.get("measure_only"):  # time the library built earlier (a drift sentinel)
+    out_dir = Path(req.out_dir)
+    if req.measure_only:  # time the library built earlier (a drift sentinel)
         info = json.loads((out_dir / BUILT_FILE).read_text())
     else:
-        from canao.compile import PROGRESS_FILE
-
         def report(line: str) -> None:  # read by the parent, which shows it (see compile)
             (out_dir / PROGRESS_FILE).write_text(line)
 
-        info = build(Path(request["onnx"]), out_dir, request["target"], request.get("tuning"),
-                     cc=request.get("cc", ""), report=report)
+        info = build(Path(req.onnx), out_dir, req.target, req.tuning, cc=req.cc, rpc=req.rpc,
+                     report=report)
         (out_dir / BUILT_FILE).write_text(json.dumps(info, indent=2))
     # The features the library was compiled for: a runtime on a CPU without them refuses
     # to load it (it would die of an illegal instruction).
-    meta = {"input_name": request["input_name"], "input_shape": request["input_shape"],
-            "input_dtype": request["input_dtype"], "target": request["target"],
+    meta = {"input_name": req.input_name, "input_shape": list(req.input_shape),
+            "input_dtype": req.input_dtype, "target": req.target,
             "tvm_version": info["tvm_version"], "features": info["features"],
-            "device": request.get("device_identity")}
+            "device": req.device_identity.to_dict() if req.device_identity else None}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
 
-    rpc_cfg = request.get("rpc")
     session = None
-    if rpc_cfg:
+    if req.rpc is not None:
         from canao.compile._remote import request_session
 
-        session = request_session(rpc_cfg)
-    model = CompiledModel(out_dir, device=request.get("device", "cpu"), session=session)
-    ref_x = np.load(request["reference_x"])
-    ref_logits = np.load(request["reference_logits"])
-    got = model.predict(ref_x)
+        session = request_session(req.rpc)
+    model = CompiledModel(out_dir, device=req.device_type, session=session)
+    got = model.predict(np.load(req.reference_x))
+    ref_logits = np.load(req.reference_logits)
     t0 = time.perf_counter()
-    config = _config.build(MeasureConfig, request["measure"], where="build request",
-                           path="measure", error=ValueError)
-    latency = measure_latency(model.time, config)
+    latency = measure_latency(model.time, req.measure)
     return {
         **info,
         "max_abs_error": float(np.abs(got - ref_logits).max()),
         "latency": latency,
         "measure_s": time.perf_counter() - t0,
-        "fidelity": built_fidelity(request["fidelity"], info.get("tuning") or {}),
+        "fidelity": built_fidelity(req.fidelity, info.get("tuning") or {}),
         "threads": int(os.environ.get("TVM_NUM_THREADS", "0")) or None,
         "machine": describe_machine(),
-        "device": ({"rpc_tracker": rpc_cfg["tracker"], "rpc_key": rpc_cfg["key"]}
-                   if rpc_cfg else {"local": request.get("device", "cpu")}),
+        "device": ({"rpc_tracker": req.rpc.tracker, "rpc_key": req.rpc.key}
+                   if req.rpc else {"local": req.device_type}),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    request = json.loads(Path(args[0]).read_text())
-    result_path = Path(request["out_dir"]) / "result.json"
+    req = BuildRequest.read(Path(args[0]))
+    result_path = Path(req.out_dir) / "result.json"
     try:
-        result = run(request)
+        result = run(req)
     except Exception as e:  # reported to the parent, which fails the trial with it
         from canao.compile._remote import DeviceError, is_connection_error
 
-        remote = bool(request.get("rpc"))
-        device_lost = isinstance(e, DeviceError) or (remote and is_connection_error(e))
+        device_lost = isinstance(e, DeviceError) or (req.rpc is not None
+                                                     and is_connection_error(e))
         text = str(e) if isinstance(e, DeviceError) else f"{type(e).__name__}: {e}"
         result_path.write_text(json.dumps({
             "error": (text.strip().splitlines() or [type(e).__name__])[0][:500],
@@ -111,7 +105,7 @@ def serve() -> int:
         request_path = line.strip()
         if not request_path:
             continue
-        out_dir = Path(json.loads(Path(request_path).read_text())["out_dir"])
+        out_dir = Path(request_path).parent  # a request is written into its build folder
         sys.stdout.flush()
         sys.stderr.flush()
         # TVM and MetaSchedule print to the process's own stdout/stderr: send each

@@ -102,6 +102,12 @@ class RemoteConfig:
         if self.retries < 0 or self.device_wait_s < 0 or self.session_timeout_s <= 0:
             raise ValueError("'rpc' timeouts must be positive and 'retries' >= 0")
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """The tracker's (host, port), parsed here only (checked at construction)."""
+        host, _, port = self.tracker.rpartition(":")
+        return host, int(port)
+
 
 @dataclass(frozen=True)
 class DriftConfig:
