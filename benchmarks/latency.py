@@ -47,7 +47,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     untuned = parse_profile(json.dumps({**cs.profile.to_dict(), "tuning": {"rung": "untuned"}}),
                             name=cs.profile.name + "-untuned")
-    front = st.pareto(cs)
+    front = st.front(cs)["front"]
     picks = _spread(front, args.candidates)
     models: list[dict[str, Any]] = []
 

@@ -94,7 +94,7 @@ def analyse(args: argparse.Namespace, search_s: float) -> dict[str, Any]:
         r = st.trial_row(t)
         r["dir"] = str(st.artifact_dir(t))
         rows.append(r)
-    front = {r["trial"] for r in st.pareto(cs)}
+    front = {r["trial"] for r in st.front(cs)["front"]}
     for r in rows:
         r["front"] = r["trial"] in front
     refs = [r for r in rows if r["reference"]]

@@ -100,7 +100,7 @@ def test_a_repeated_architecture_is_a_cache_hit(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_stalled_workload_is_recorded_and_the_build_goes_on(tmp_path: Path) -> None:
     """A workload whose tuning outlasts task_timeout_s (TVM can loop forever building a
-    schedule) ends the compile worker; the build runs again without tuning it, and the
+    schedule) ends the build process; the build runs again without tuning it, and the
     database folder remembers it. Every workload but one is recorded as stalled beforehand,
     and a timeout no tuning meets makes that one stall now."""
     from tvm.s_tir import meta_schedule as ms

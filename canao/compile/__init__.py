@@ -1,6 +1,6 @@
 """Lowering to Relax, building for a target, measuring; the only package that imports TVM.
 
-The heavy work runs in :mod:`canao.compile.worker` child processes; this module only
+The heavy work runs in :mod:`canao.compile.builder` child processes; this module only
 starts them, so importing it costs nothing.
 """
 
@@ -30,10 +30,10 @@ from canao.targets import DeviceIdentity, TargetProfile
 
 log = logging.getLogger(__name__)
 
-PROGRESS_FILE = "progress.txt"  # a build's latest progress line, written by its worker
+PROGRESS_FILE = "progress.txt"  # a build's latest progress line, written by its build process
 PROGRESS_EVERY_S = 15.0  # ... and shown by the search at most this often
-STALLED_EXIT = 75  # a compile worker's exit code when one workload's tuning stalled
-MAX_STALLS = 8  # stalled workloads one build may skip (each costs a worker restart)
+STALLED_EXIT = 75  # a build process's exit code when one workload's tuning stalled
+MAX_STALLS = 8  # stalled workloads one build may skip (each costs a restart of the build process)
 
 
 def check_target(profile: TargetProfile) -> str:
@@ -109,7 +109,7 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
         db_dir: the device's shared tuning database (needed unless the profile's rung is
             ``untuned``).
         device: the resolved device to build for (its target, never ``"mcpu": "host"``);
-            without it the profile's target is resolved by the build worker.
+            without it the profile's target is resolved by the build process.
         measure_only: time the library an earlier call built in ``out_dir`` again.
         final: tune with the profile's final budget (for export) instead of its rung.
 
@@ -158,7 +158,7 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
             continue
         reason = result.get("error") or _last_line(out_dir / "worker.log") or f"exit code {code}"
         if code < 0:
-            reason = f"worker killed by signal {-code}; {reason}"
+            reason = f"build process killed by signal {-code}; {reason}"
         if result.get("error_kind") != "device":
             raise CandidateError(f"build failed: {reason}")
         if attempt < attempts:
@@ -173,8 +173,8 @@ def _last_line(path: Path) -> str:
     return lines[-1][:500] if lines else ""
 
 
-class _WorkerServer:
-    """One persistent ``canao.compile.worker --serve`` process, restarted when it dies."""
+class _BuildServer:
+    """One persistent build process (``canao.compile.builder --serve``), restarted when it dies."""
 
     RECYCLE_AFTER = 200  # requests; bounds whatever TVM leaks across many builds
 
@@ -185,15 +185,15 @@ class _WorkerServer:
 
     def _start(self) -> subprocess.Popen[str]:
         env = {**os.environ, "TVM_NUM_THREADS": str(self.threads)}
-        # A session of its own, so that a timeout ends the worker and MetaSchedule's runner
+        # A session of its own, so that a timeout ends the build process and MetaSchedule's runner
         # processes together.
-        return subprocess.Popen([sys.executable, "-m", "canao.compile.worker", "--serve"],
+        return subprocess.Popen([sys.executable, "-m", "canao.compile.builder", "--serve"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, env=env, text=True,
                                 start_new_session=True)
 
     def run(self, request: Path, timeout: float) -> int:
-        """The worker's exit code for ``request``; negative if it died of a signal."""
+        """The build process's exit code for ``request``; negative if it died of a signal."""
         if self.proc is None or self.proc.poll() is not None or self.served >= self.RECYCLE_AFTER:
             self.stop()
             self.proc, self.served = self._start(), 0
@@ -213,7 +213,7 @@ class _WorkerServer:
 
     @staticmethod
     def _wait(proc: subprocess.Popen[str], progress: Path, timeout: float) -> bool:
-        """Wait for the worker's answer, showing its progress lines; False on timeout."""
+        """Wait for the build process's answer, showing its progress lines; False on timeout."""
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
         shown, last = "", 0.0
@@ -249,18 +249,18 @@ class _WorkerServer:
         self.proc = None
 
 
-_SERVERS: dict[int, _WorkerServer] = {}
+_SERVERS: dict[int, _BuildServer] = {}
 
 
-def _server(threads: int) -> _WorkerServer:
+def _server(threads: int) -> _BuildServer:
     if threads not in _SERVERS:
-        _SERVERS[threads] = _WorkerServer(threads)
+        _SERVERS[threads] = _BuildServer(threads)
     return _SERVERS[threads]
 
 
 @atexit.register
-def shutdown_workers() -> None:
-    """End every worker process this process started."""
+def shutdown_builders() -> None:
+    """End every build process this process started."""
     for server in _SERVERS.values():
         server.stop()
 

@@ -1,6 +1,6 @@
 """ONNX -> Relax -> ``tvm.compile`` -> ``export_library``, and the memory the module plans.
 
-Runs inside the build worker process (see :mod:`canao.compile.worker`), never in the
+Runs inside the build process (see :mod:`canao.compile.builder`), never in the
 search process: a crash or hang in TVM must fail one trial, not the search.
 """
 

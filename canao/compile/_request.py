@@ -1,7 +1,7 @@
-"""What crosses to the build worker: one typed request, written as ``request.json``.
+"""What crosses to the build process: one typed request, written as ``request.json``.
 
 The search process makes a :class:`BuildRequest` from the target profile and the resolved
-device; the worker reads it back (through the same strict converter as every config) and
+device; the build process reads it back (through the same strict converter as every config) and
 hands its typed parts on: the tuning settings to MetaSchedule, the ``rpc`` block to the
 session, the timing protocol to :mod:`canao.measure`. Nothing travels as a loose dict.
 """
@@ -35,7 +35,7 @@ class TuningRequest:
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """One build-and-measure job for the worker process (see :mod:`canao.compile.worker`)."""
+    """One build-and-measure job for the build process (see :mod:`canao.compile.builder`)."""
 
     onnx: str
     out_dir: str

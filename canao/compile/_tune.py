@@ -8,14 +8,14 @@ Two costs dominate MetaSchedule on a small CPU and both are avoided here:
 * ``LocalBuilder`` starts a fresh process pool for every batch and each worker imports
   ``tvm.s_tir.tensor_intrin`` (tens of seconds). :class:`InProcessBuilder` builds in the
   tuning process itself, paying that import once. A crashing build would take the tuner
-  down with it; the tuner runs in the candidate's worker process, so that costs one trial.
+  down with it; the tuner runs in the candidate's build process, so that costs one trial.
 * Concurrent tuners must not interleave writes to one database: an exclusive file lock
   around each candidate's tune-and-commit keeps the JSON files whole.
 
 TVM can loop forever building some candidate schedules (seen on a ``max`` reduction of a
 dynamically quantised text model). A watchdog bounds each workload's tuning by the
 profile's ``tuning.task_timeout_s``: when it fires, the workload is recorded as stalled in
-the database folder and the worker exits with :data:`canao.compile.STALLED_EXIT`; the
+the database folder and the build process exits with :data:`canao.compile.STALLED_EXIT`; the
 parent builds again, and every later build leaves that workload to TVM's default schedule.
 """
 

@@ -23,7 +23,7 @@ from canao.runtime import (
     CompiledModel,
     write_checksums,
 )
-from canao.study import CanaoStudy, artifact_dir, pareto
+from canao.study import CanaoStudy, artifact_dir, front
 from canao.targets import DeviceIdentity
 
 BUNDLE_VERSION = 1
@@ -42,15 +42,15 @@ def select_trial(cs: CanaoStudy, *, trial: int | None = None,
         if t.state != optuna.trial.TrialState.COMPLETE:
             raise ExportError(f"trial {trial} of study '{cs.name}' is {t.state.name}, not COMPLETE")
         return t
-    front = pareto(cs)
-    if not front:
+    rows = front(cs)["front"]
+    if not rows:
         raise ExportError(f"study '{cs.name}' has no finished trial to export")
-    fits = [r for r in front
+    fits = [r for r in rows
             if (max_latency_ms is None or r["latency_ms"] <= max_latency_ms)
             and (max_memory_mb is None or r["memory_mb"] <= max_memory_mb)]
     if not fits:
-        fastest = min(front, key=lambda r: r["latency_ms"])
-        smallest = min(front, key=lambda r: r["memory_mb"])
+        fastest = min(rows, key=lambda r: r["latency_ms"])
+        smallest = min(rows, key=lambda r: r["memory_mb"])
         raise ExportError(
             f"no Pareto trial of study '{cs.name}' meets latency <= {max_latency_ms} ms and "
             f"memory <= {max_memory_mb} MB; the fastest is trial {fastest['trial']} "

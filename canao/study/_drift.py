@@ -53,7 +53,7 @@ class Sentinel:
 
     def _time(self, finished: int) -> float:
         from canao.candidate import compile_folder, compile_model
-        from canao.compile.worker import BUILT_FILE
+        from canao.compile.builder import BUILT_FILE
 
         cs = self.cs
         assert cs.device is not None

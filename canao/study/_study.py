@@ -202,11 +202,6 @@ def _names(storage: Any) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
 
 
-def pareto(cs: CanaoStudy, budgets: Budgets | None = None) -> list[dict[str, Any]]:
-    """The Pareto front of the finished trials that meet the budgets, most accurate first."""
-    return front(cs, budgets)["front"]
-
-
 def violations(t: optuna.trial.FrozenTrial, budgets: Budgets,
                base_accuracy: float | None = None) -> list[float]:
     """How far a finished trial's stored values break each budget (<= 0: met).

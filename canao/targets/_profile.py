@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from canao import _config
+from canao._shipped_files import resolve_shipped
 from canao.errors import TargetError
-from canao.space import resolve_shipped
 
 PROFILE_VERSION = 1
 MAX_PROFILE_BYTES = 64 * 1024

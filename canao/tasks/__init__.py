@@ -1,6 +1,5 @@
 """Built-in offline tasks; no torch, no TVM, no downloads at import."""
 
-from canao.tasks._base import SPLITS, Split, Task, accuracy, get_task, register_task
 from canao.tasks._digits import DigitsTask
 from canao.tasks._load import (
     PRETRAINED,
@@ -10,6 +9,7 @@ from canao.tasks._load import (
     load_task,
     text_data,
 )
+from canao.tasks._task import SPLITS, Split, Task, accuracy, get_task, register_task
 from canao.tasks._text import TableSpec, TextData, TextTask
 from canao.tasks._tokens import encode, pad_id, tokenizer_from_folder, tokenizer_from_json
 

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from canao.tasks._base import SPLITS, Split, Task
+from canao.tasks._task import SPLITS, Split, Task
 
 _SEED = 20240611  # fixed forever: changing it changes every cached base and stored accuracy
 _FRACTIONS = (0.6, 0.2, 0.2)  # train / validation / test

@@ -12,7 +12,7 @@ from typing import Any
 
 from canao.cache import cache_dir
 from canao.errors import TaskError
-from canao.tasks._base import Task, get_task
+from canao.tasks._task import Task, get_task
 from canao.tasks._text import (
     MINILM_L6,
     TableSpec,

@@ -31,7 +31,7 @@ import numpy as np
 
 from canao.cache import cache_dir
 from canao.errors import TaskError
-from canao.tasks._base import SPLITS, Split, Task
+from canao.tasks._task import SPLITS, Split, Task
 from canao.tasks._tokens import encode
 
 _SEED = 20241122  # fixed forever: changing it changes every split, cached base and accuracy

@@ -1,14 +1,14 @@
-"""The build-and-measure worker, a child process of the search.
+"""The build process: builds and measures candidates, a child process of the search.
 
-``python -m canao.compile.worker REQUEST.json`` compiles one candidate's ONNX for the
+``python -m canao.compile.builder REQUEST.json`` compiles one candidate's ONNX for the
 target, loads the library back exactly as a user would, checks it against the PyTorch
 reference outputs, and times it. It writes ``result.json`` beside the artifact.
-``python -m canao.compile.worker --serve`` does the same for every request path it reads
+``python -m canao.compile.builder --serve`` does the same for every request path it reads
 on stdin, answering each with its exit code on stdout: one process serves many candidates,
 so TVM's imports (MetaSchedule's tensor intrinsics take half a minute) are paid once.
 
 Running in a child process gives the search three things: a crash or hang in TVM costs one
-trial (the parent restarts the worker); the runtime thread count is pinned before TVM's
+trial (the parent restarts it); the runtime thread count is pinned before TVM's
 thread pool exists; and the search process never holds TVM's memory.
 """
 
