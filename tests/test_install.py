@@ -97,8 +97,8 @@ def test_checkout_reads_top_level_folders() -> None:
     # The editable install (or a run from the checkout) has no package copy.
     from canao.space import shipped_dir
 
-    if (REPO / "canao" / "_shipped").exists():
-        pytest.skip("canao/_shipped/ exists in the checkout (left by hand); it would be read first")
+    assert not (REPO / "canao" / "_shipped").exists(), \
+        "canao/_shipped/ exists in the checkout (left by hand); it would be read first"
     for folder in SHIPPED:
         assert shipped_dir(folder) == REPO / folder
 
