@@ -92,7 +92,7 @@ def export(study_name: str, storage: str | None, trial: int | None,
     # The final build is timed here: without --cpu this machine must be the study's device.
     device = resolve_device(cs.profile, mcpu=cpu)
     if cpu is None:
-        st.check_device(cs, device)
+        st.check_device(cs, device, record=False)
     else:
         flags = cpu_flags()
         missing = device.missing_on(flags) if flags is not None and cs.profile.rpc is None else []

@@ -70,12 +70,18 @@ def export_database(folder: Path, out: Path) -> dict[str, Any]:
         raise TargetError(f"{folder}: not a canao device database (no {DEVICE_FILE})")
     if out.exists():
         raise TargetError(f"{out}: already exists; choose another --out")
+    if not out.parent.is_dir():
+        raise TargetError(f"{out}: folder {out.parent} does not exist")
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    with file_lock(folder / LOCK), tarfile.open(tmp, "w:gz") as tar:
-        for name in MEMBERS:
-            if (folder / name).is_file():
-                tar.add(folder / name, arcname=name)
-    os.replace(tmp, out)
+    try:
+        with file_lock(folder / LOCK), tarfile.open(tmp, "w:gz") as tar:
+            for name in MEMBERS:
+                if (folder / name).is_file():
+                    tar.add(folder / name, arcname=name)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise TargetError(f"{out}: cannot write the archive: {e}") from e
     return describe(folder)
 
 
@@ -116,9 +122,19 @@ def import_database(archive: Path, root: Path) -> dict[str, Any]:
         src_r = [json.loads(ln) for ln in files[RECORDS].decode().splitlines() if ln.strip()]
         attempted = json.loads(files.get(ATTEMPTED, b"{}"))
         stalled = json.loads(files.get(STALLED, b"{}"))
+        if not isinstance(attempted, dict) or not all(isinstance(v, int)
+                                                      for v in attempted.values()):
+            raise ValueError(f"{ATTEMPTED} must map workloads to trial budgets")
+        if not isinstance(stalled, dict):
+            raise ValueError(f"{STALLED} must map workloads to their records")
+        if any(not (isinstance(w, list) and len(w) == 2 and all(isinstance(x, str) for x in w))
+               for w in src_w):
+            raise ValueError("a workload is not a [hash, module] pair")
+        # MetaSchedule's record: [workload line, [trace, run seconds, target, arguments]].
         if any(not (isinstance(r, list) and len(r) == 2 and isinstance(r[0], int)
-                    and 0 <= r[0] < len(src_w)) for r in src_r):
-            raise ValueError("a tuning record names no workload of the archive")
+                    and 0 <= r[0] < len(src_w) and isinstance(r[1], list) and len(r[1]) == 4)
+               for r in src_r):
+            raise ValueError("a tuning record is malformed or names no workload of the archive")
     except (ValueError, UnicodeDecodeError) as e:
         raise TargetError(f"{archive}: malformed tuning database: {e}") from e
     folder = root / identity.key

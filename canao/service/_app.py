@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -27,6 +29,7 @@ from canao.service._plots import page_html, plot_points
 from canao.service._state import Service, _archive
 
 log = logging.getLogger(__name__)
+READERS = 2  # read routes served at once (see create_app)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -43,11 +46,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
         yield
         service.pool.shutdown()
 
-    # The read routes (listing, a study's status, front and trials) are short and run on the
-    # event loop, one at a time in arrival order: in the thread pool, 16 concurrent readers
-    # contend for the GIL and the slowest waits many switch intervals (p99 of 350 ms against
-    # 70 ms for the median, measured by benchmarks/service.py). Long routes (export, create)
-    # stay in the pool, off the loop.
+    # The read routes (listing, a study's status, front and trials) are short; they run in
+    # threads of their own, READERS at a time, in arrival order. In the shared thread pool 16
+    # concurrent readers contend for the GIL and the slowest waits many switch intervals
+    # (p99 350 ms against 70 ms for the median, benchmarks/service.py); on the event loop
+    # itself a stalled database would stall every route, /api/health included. Long routes
+    # (export, create) stay in the shared pool.
+    limiter: list[anyio.CapacityLimiter] = []
+
+    async def read(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if not limiter:  # made on the running loop
+            limiter.append(anyio.CapacityLimiter(READERS))
+        return await anyio.to_thread.run_sync(work, limiter=limiter[0])
 
     # No /docs or /redoc: their pages load scripts from a CDN, and canao runs offline;
     # /openapi.json is the description.
@@ -95,8 +105,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/api/studies", tags=["studies"])
     async def list_studies() -> dict[str, Any]:
         """Every study: trial counts by state, best values, and the run this service started."""
-        rows = st.summaries(config.storage)
-        return {"studies": [{**r, "run": service.pool.describe(r["study"])} for r in rows]}
+        def work() -> dict[str, Any]:
+            rows = st.summaries(config.storage)
+            return {"studies": [{**r, "run": service.pool.describe(r["study"])} for r in rows]}
+
+        return await read(work)
 
     @app.post("/api/studies", status_code=201, tags=["studies"])
     def create_study(
@@ -161,25 +174,37 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def front(name: str, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
               max_accuracy_drop: float | None = None) -> dict[str, Any]:
         """The feasible Pareto front (optionally read under other budgets), as ``canao pareto``."""
-        cs = service.study(name)
-        budgets = st.with_overrides(cs.budgets, max_latency_ms=max_latency_ms,
-                                    max_memory_mb=max_memory_mb, max_accuracy_drop=max_accuracy_drop)
-        return {"study": name, **st.front(cs, budgets)}
+        def work() -> dict[str, Any]:
+            cs = service.study(name)
+            budgets = st.with_overrides(cs.budgets, max_latency_ms=max_latency_ms,
+                                        max_memory_mb=max_memory_mb,
+                                        max_accuracy_drop=max_accuracy_drop)
+            return {"study": name, **st.front(cs, budgets)}
+
+        return await read(work)
 
     @app.get("/api/studies/{name:path}/trials", tags=["front"])
     async def trials(name: str) -> dict[str, Any]:
         """Every finished trial with its feasibility and front membership (the page's data)."""
-        cs = service.study(name)
-        return {**plot_points(cs), "run": service.pool.describe(name),
-                "refresh_s": config.refresh_s}
+        def work() -> dict[str, Any]:
+            return {**plot_points(service.study(name)), "run": service.pool.describe(name),
+                    "refresh_s": config.refresh_s}
+
+        return await read(work)
 
     @app.post("/api/studies/{name:path}/exports", status_code=201, tags=["exports"])
     def export(name: str, req: ExportRequest) -> dict[str, Any]:
         """Export a trial (by number or by budgets) as a compiled bundle in one .tar.gz."""
+        from canao.compile import resolve_device
         from canao.export import export_bundle, select_trial
         from canao.runtime import METRICS_FILE, SUMS_FILE, read_checksums, sha256_file
 
-        cs = service.study(name)
+        service.study(name)
+        # Fresh from the database (a worker may have recorded the study's device since the
+        # service cached it): the final build is timed here, so here must be its device.
+        cs = st.load(name, config.storage)
+        device = resolve_device(cs.profile)
+        st.check_device(cs, device, record=False)
         if (req.trial is None) == (req.max_latency_ms is None and req.max_memory_mb is None):
             raise HTTPException(400, "give either 'trial' or a budget ('max_latency_ms' and/or "
                                 "'max_memory_mb')")
@@ -194,7 +219,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 if bundle.exists() and not (bundle / SUMS_FILE).is_file():
                     shutil.rmtree(bundle)  # not a finished bundle: export_bundle is atomic
                 if not bundle.exists():
-                    export_bundle(cs, chosen, bundle)
+                    export_bundle(cs, chosen, bundle, device)
                 _archive(bundle, archive, f"{name}-{eid}")
         sums = read_checksums(bundle)
         return {"study": name, "trial": chosen.number, "export": eid,
@@ -223,10 +248,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/api/studies/{name:path}", tags=["studies"])
     async def study_status(name: str) -> dict[str, Any]:
         """One study: trial counts by state, best values and the progress of its run."""
-        service.study(name)
-        summary = st.summaries(config.storage, name)[0]
-        return {**summary,
-                "progress": service.progress(name, summary["states"].get("COMPLETE", 0))}
+        def work() -> dict[str, Any]:
+            service.study(name)
+            summary = st.summaries(config.storage, name)[0]
+            return {**summary,
+                    "progress": service.progress(name, summary["states"].get("COMPLETE", 0))}
+
+        return await read(work)
 
     # -- pages ------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -45,16 +45,18 @@ class Worker:
 
     def state(self) -> dict[str, Any]:
         code = self.popen.returncode
+        # A worker handles SIGTERM (fails its trial, exits 128 + 15): it was killed by it.
+        sig = -code if code is not None and code < 0 else signal.SIGTERM if code == 143 else None
         if code is None:
             status = "running"
         elif code == 0:
             status = "finished"
-        elif code < 0:
+        elif sig is not None:
             status = "stopped" if self.stopping else "killed"
         else:
             status = "stopped" if self.stopping and code == 130 else "failed"
         return {"pid": self.pid, "trials": self.trials, "state": status, "returncode": code,
-                "signal": signal.Signals(-code).name if code is not None and code < 0 else None,
+                "signal": signal.Signals(sig).name if sig is not None else None,
                 "started": self.started, "ended": self.ended, "log": self.log.name}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from canao.errors import CandidateError
+from canao._locks import file_lock
 from canao.study import _provenance
 from canao.study._study import CanaoStudy
 
@@ -40,9 +40,11 @@ class Sentinel:
         ratio = readings[-1]["ratio"] if readings else None
         if ratio is None or finished - readings[-1]["finished_trials"] >= d.every_trials:
             try:
-                ratio = self._time(finished)
-            except CandidateError as e:
-                log.warning("drift sentinel not timed: %s", e)
+                # Workers on one machine share the sentinel's folder: one times it at a time.
+                with file_lock(self.cs.artifacts / self.cs.name / "sentinel.lock"):
+                    ratio = self._time(finished)
+            except Exception as e:  # the sentinel informs; it never fails a trial
+                log.warning("drift sentinel not timed: %s: %s", type(e).__name__, e)
         if ratio is None:
             return
         trial.set_user_attr("drift_ratio", ratio)

@@ -27,26 +27,29 @@ def run(cs: CanaoStudy, *, n_trials: int | None, timeout: float | None,
 
     if cs.storage_url:
         _provenance.engine_for(cs.storage_url)  # schema current before the first trial
-    objective = Objective(cs)
-    cs.study.sampler = cs.sampler_for_run(salt)
-    before = _complete(cs)
-    bar = tqdm(total=n_trials, desc=f"study {cs.name}", unit="trial", disable=not progress)
+    # Signals are taken before the objective is made: training the base and scoring its
+    # units take minutes, and a SIGTERM then must end the process as cleanly as in a trial.
+    with _interrupts(take_sigint) as interrupted:
+        objective = Objective(cs)
+        objective.interrupted = interrupted
+        cs.study.sampler = cs.sampler_for_run(salt)
+        before = _complete(cs)
+        bar = tqdm(total=n_trials, desc=f"study {cs.name}", unit="trial", disable=not progress)
 
-    def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        bar.update(1)
-        if trial.values:
-            bar.set_postfix(acc=f"{trial.values[0]:.3f}", ms=f"{trial.values[1]:.3f}")
-        if objective.interrupted():
-            study.stop()
+        def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            bar.update(1)
+            if trial.values:
+                bar.set_postfix(acc=f"{trial.values[0]:.3f}", ms=f"{trial.values[1]:.3f}")
+            if interrupted():
+                study.stop()
 
-    try:
-        with _interrupts(take_sigint) as objective.interrupted:
+        try:
             cs.study.optimize(objective, n_trials=n_trials, timeout=timeout,
                               catch=(CandidateError,), callbacks=[tick], gc_after_trial=True)
-            if objective.interrupted():
+            if interrupted():
                 raise KeyboardInterrupt
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     return _complete(cs) - before
 
 

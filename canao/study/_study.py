@@ -145,24 +145,30 @@ def recover_orphans(cs: CanaoStudy) -> list[int]:
                                     "process to take the study file's lock)")
         if storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
             dead = copy.deepcopy(storage.get_trial(t._trial_id))
-            dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k != "error"}
+            # The retry measures afresh: of the dead trial's attributes only what names the
+            # trial (a hand-designed reference point) carries over.
+            dead.user_attrs = {k: v for k, v in dead.user_attrs.items() if k == "reference"}
             retry(cs.study, dead)
             failed.append(t.number)
     return failed
 
 
-def check_device(cs: CanaoStudy, here: DeviceIdentity) -> None:
+def check_device(cs: CanaoStudy, here: DeviceIdentity, *, record: bool = True) -> None:
     """Refuse to add measurements from a device other than the study's (one front, one device).
 
-    A study made before identities existed takes ``here`` as its device, stored once.
+    A study made before identities existed takes ``here`` as its device, stored once, when
+    ``record`` (a process that runs its trials); a reader (``canao export``) leaves it alone,
+    so that a copy of the database exported elsewhere does not claim the study.
 
     Raises:
         TargetError: ``here`` differs from the study's device (the message names both).
     """
+    if cs.device is None and not record:
+        return
     if cs.device is None:
-        record = dict(cs.study.user_attrs[_ATTR])
-        record["device"] = here.to_dict()
-        cs.study.set_user_attr(_ATTR, record)
+        stored = dict(cs.study.user_attrs[_ATTR])
+        stored["device"] = here.to_dict()
+        cs.study.set_user_attr(_ATTR, stored)
         cs.device = here
         log.info("study '%s' had no device identity; recorded this one: %s", cs.name,
                  here.describe())
