@@ -109,6 +109,15 @@ class CompiledModel:
         self.params = [tvm.runtime.tensor(a, self.device) for a in arrays]
         self.input_shape = tuple(self.meta["input_shape"])
         self.input_dtype = self.meta["input_dtype"]
+        # A local call binds its arguments once: the VM keeps a closure over one input
+        # buffer and the parameters, and each call copies the new input into that buffer.
+        # Passing every parameter tensor and making a fresh input tensor per call cost about
+        # a fifth of a small model's call (measured: 150-180 against 128-144 us per call).
+        self._bound: Any = None
+        if session is None:
+            self._input = self.tensor(np.zeros(self.input_shape, dtype=self.input_dtype))
+            self.vm.save_function("main", "canao_bound", self._input, *self.params)
+            self._bound = self.vm["canao_bound"]
 
     @property
     def batch_size(self) -> int:
@@ -123,7 +132,10 @@ class CompiledModel:
         """One call on exactly the compiled input shape."""
         if tuple(x.shape) != self.input_shape:
             raise ExportError(f"input shape {tuple(x.shape)} != compiled shape {self.input_shape}")
-        return self.vm["main"](self.tensor(x), *self.params).numpy()
+        if self._bound is None:  # a remote device: arguments travel with each call
+            return self.vm["main"](self.tensor(x), *self.params).numpy()
+        self._input.copyfrom(np.ascontiguousarray(x, dtype=self.input_dtype))
+        return self._bound().numpy()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits for any number of samples: batched to the compiled batch, last one padded."""

@@ -93,3 +93,17 @@ def test_a_build_past_its_timeout_fails(tmp_path: Path) -> None:
         compile_and_measure(tmp_path / "model.onnx", tmp_path, profile, input_shape=(1, 1, 8, 8),
                             input_dtype="float32", input_name=INPUT_NAME,
                             reference_x=tmp_path / "x.npy", reference_logits=tmp_path / "y.npy")
+
+
+def test_the_bound_call_computes_what_the_plain_call_does(tmp_path: Path) -> None:
+    """canao.runtime binds the parameters once; its logits equal a call passing them all, and
+    the stored parameter bytes are the model's own."""
+    config = EncoderConfig(num_classes=10, hidden=24, heads=(3, 1), ffn=(40, 16), head_dim=8)
+    model, r = _build(tmp_path, config)
+    m = CompiledModel(tmp_path)
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # the bound input buffer is rewritten each call
+        x = rng.standard_normal(m.input_shape).astype(np.float32)
+        plain = m.vm["main"](m.tensor(x), *m.params).numpy()
+        np.testing.assert_array_equal(m.run(x), plain)
+    assert sum(p.numpy().nbytes for p in m.params) == r["param_bytes"] == 4 * model.num_parameters()
