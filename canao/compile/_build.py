@@ -36,6 +36,13 @@ def resolve_target(spec: dict[str, Any]) -> tvm.target.Target:
         raise TargetError(f"TVM refuses target {spec}: {str(e).splitlines()[0]}") from e
 
 
+def compiled_features(target: tvm.target.Target) -> tuple[str, ...]:
+    """The LLVM features ``target`` compiles for (empty for non-LLVM targets)."""
+    if target.kind.name != "llvm":
+        return ()
+    return tuple(sorted(str(f) for f in tvm.target.codegen.llvm_get_cpu_features(target)))
+
+
 def import_onnx(path: Path) -> tuple[tvm.IRModule, list[np.ndarray]]:
     """The Relax module with its weights detached as call-time inputs.
 
@@ -95,8 +102,6 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
         cc: a cross compiler to link the library with (``""``: the host's).
         rpc: schedules are timed on this remote device while tuning.
     """
-    from canao.compile._device import compiled_features
-
     t0 = time.perf_counter()
     target = resolve_target(target_spec)
     mod, params = import_onnx(onnx_path)

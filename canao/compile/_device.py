@@ -7,7 +7,7 @@ from typing import Any
 import tvm
 from tvm.target import codegen
 
-from canao.compile._build import resolve_target
+from canao.compile._build import compiled_features, resolve_target
 from canao.measure import cpu_model
 from canao.targets import DeviceIdentity, TargetProfile
 
@@ -15,13 +15,6 @@ from canao.targets import DeviceIdentity, TargetProfile
 def host_cpu() -> str:
     """The LLVM name of this machine's CPU (what ``"mcpu": "host"`` means here)."""
     return str(codegen.llvm_get_system_cpu())
-
-
-def compiled_features(target: tvm.target.Target) -> tuple[str, ...]:
-    """The LLVM features ``target`` compiles for (empty for non-LLVM targets)."""
-    if target.kind.name != "llvm":
-        return ()
-    return tuple(sorted(str(f) for f in codegen.llvm_get_cpu_features(target)))
 
 
 def resolve_device(profile: TargetProfile, *, mcpu: str | None = None) -> DeviceIdentity:

@@ -142,7 +142,7 @@ def check_checkpoint(folder: Path, model_spec: Any, where: str) -> None:
     its config, that the space describes it, the safetensors header and the tokenizer."""
     from safetensors import SafetensorError, safe_open
 
-    from canao.tasks import tokenizer_from_folder
+    from canao.tasks._tokens import tokenizer_from_folder  # the leaf module: tasks loads us
 
     cfg = read_bert_config(folder)
     check_space_fits(cfg, model_spec, where)
