@@ -35,10 +35,10 @@ def measure(space_name: str) -> dict[str, Any]:
     import onnxruntime as ort
 
     from canao.compress.deploy import DYNAMIC_QMAX, WEIGHT_QMAX, deploy
+    from canao.compress.onnx_export import export_onnx
     from canao.models import load_or_train_base, predict_logits
-    from canao.models.onnx_export import export_onnx
-    from canao.space import load_space
-    from canao.tasks import accuracy, load_task
+    from canao.space import load_space, load_task
+    from canao.tasks import accuracy
 
     space = load_space(space_name)
     task = load_task(space)

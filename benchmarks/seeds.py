@@ -52,9 +52,9 @@ def build_variants(work: Path, trials_per_task: int, space_name: str) -> list[di
     from canao.compress.deploy import compressed_bytes, deploy
     from canao.models import load_or_train_base, predict_logits
     from canao.runtime import CompiledModel
-    from canao.space import ArchConfig, load_space
+    from canao.space import ArchConfig, load_space, load_task
     from canao.targets import load_profile, parse_profile
-    from canao.tasks import accuracy, load_task
+    from canao.tasks import accuracy
 
     space = load_space(space_name)
     task = load_task(space)
@@ -116,8 +116,8 @@ def importance_comparison(space_name: str, seeds: tuple[int, ...] = (0, 1, 2)) -
     from canao.compress import slice_encoder, train
     from canao.compress.importance import SCORERS
     from canao.models import load_or_train_base, predict_logits
-    from canao.space import load_space
-    from canao.tasks import accuracy, load_task
+    from canao.space import load_space, load_task
+    from canao.tasks import accuracy
 
     space = load_space(space_name)
     task = load_task(space)
@@ -237,8 +237,7 @@ def report(variants: list[dict[str, Any]], lat: dict[str, list[float]], cmd: str
 def describe(space_name: str) -> dict[str, Any]:
     """What the report says about the run: space, task, when and on which CPU."""
     from canao.measure import describe_machine
-    from canao.space import load_space
-    from canao.tasks import load_task
+    from canao.space import load_space, load_task
 
     space = load_space(space_name)
     return {"space": space.name, "task": space.task,

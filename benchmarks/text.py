@@ -75,7 +75,7 @@ def analyse(args: argparse.Namespace, search_s: float) -> dict[str, Any]:
     import optuna
 
     from canao import study as st
-    from canao.tasks import load_task
+    from canao.space import load_task
 
     cs = st.load(args.study, args.storage)
     task = load_task(cs.space)

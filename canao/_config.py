@@ -8,10 +8,16 @@ keys and wrong types with a message that names the file, the key path and the re
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+import yaml
+
+from canao._shipped_files import resolve_shipped
 
 T = TypeVar("T")
 
@@ -62,19 +68,51 @@ def build(cls: type[T], data: Any, *, where: str, path: str, error: type[Excepti
         raise error(f"{where}: {label}: {e}") from e
 
 
-def build_text(cls: type[T], text: str, *, parse: Callable[[str], Any], limit: int, what: str,
-               name: str, where: str, error: type[Exception]) -> T:
-    """Build a whole file's config from its text (``parse`` raises ``ValueError`` naming where).
+def parse_text(text: str, fmt: Literal["yaml", "json"]) -> Any:
+    """Parse YAML (safe loading only) or JSON; a syntax error is a ``ValueError`` naming where."""
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            line, column, problem = e.lineno, e.colno, e.msg
+    else:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            problem = str(getattr(e, "problem", None) or e)
+    at = f" at line {line}, column {column}" if line else ""
+    raise ValueError(f"not valid {fmt.upper()}{at}: {problem}")
 
-    Text over ``limit`` bytes is refused before it is parsed.
+
+@dataclasses.dataclass(frozen=True)
+class FileKind(Generic[T]):
+    """One kind of config file: its class, text format, size limit and shipped folder.
+
+    ``parse`` builds the config from text (over ``limit`` bytes is refused before parsing);
+    ``load`` reads a path, or a shipped file named without its folder or suffix.
     """
-    if len(text.encode()) > limit:
-        raise error(f"{where}: larger than {limit} bytes; not a {what}")
-    try:
-        data = parse(text)
-    except ValueError as e:
-        raise error(f"{where}: {e}") from e
-    return build_file(cls, data, name=name, where=where, error=error)
+
+    cls: type[T]
+    fmt: Literal["yaml", "json"]
+    folder: str  # shipped folder: search_spaces, tvm_targets
+    limit: int
+    what: str  # "space file", "target profile"
+    error: type[Exception]
+
+    def parse(self, text: str, *, where: str = "<string>", name: str = "") -> T:
+        if len(text.encode()) > self.limit:
+            raise self.error(f"{where}: larger than {self.limit} bytes; not a {self.what}")
+        try:
+            data = parse_text(text, self.fmt)
+        except ValueError as e:
+            raise self.error(f"{where}: {e}") from e
+        return build_file(self.cls, data, name=name, where=where, error=self.error)
+
+    def load(self, path: str | Path) -> T:
+        p = resolve_shipped(path, self.folder, "." + self.fmt, self.error, self.what)
+        return self.parse(p.read_text(), where=str(p), name=p.stem)
 
 
 def build_file(cls: type[T], data: Any, *, name: str, where: str, error: type[Exception]) -> T:

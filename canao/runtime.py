@@ -19,6 +19,9 @@ import ml_dtypes  # a dependency of TVM itself
 import numpy as np
 
 from canao.errors import ExportError
+from canao.measure import cpu_flags, cpu_model
+from canao.targets import missing_features
+from canao.tasks import TableSpec, TextTask, accuracy, encode, get_task, text_data, tokenizer_from_json
 
 LIB_FILE, PARAMS_FILE, META_FILE = "model.so", "params.npz", "compiled.json"
 TOKENIZER_FILE = "tokenizer.json"  # text models: the base's tokenizer (``tokenizers`` JSON)
@@ -56,9 +59,6 @@ def check_cpu(folder: Path, meta: dict[str, Any]) -> None:
     """
     import platform
 
-    from canao.measure import cpu_flags
-    from canao.targets import missing_features
-
     target = meta.get("target") or {}
     triple = str(target.get("mtriple", ""))
     flags = cpu_flags()
@@ -68,8 +68,6 @@ def check_cpu(folder: Path, meta: dict[str, Any]) -> None:
         return
     missing = missing_features(meta["features"], flags)
     if missing:
-        from canao.measure import cpu_model
-
         raise ExportError(
             f"{folder}: compiled for {target.get('mcpu', 'a generic CPU')}, and this CPU "
             f"({cpu_model()}) lacks {', '.join(missing)}; it would die of an illegal "
@@ -220,16 +218,12 @@ class Bundle:
         self.model, self.metrics = load_bundle(self.folder)
         self.tokenizer: Any = None
         if (self.folder / TOKENIZER_FILE).is_file():
-            from canao.tasks import tokenizer_from_json
-
             self.tokenizer = tokenizer_from_json((self.folder / TOKENIZER_FILE).read_text())
 
     def classify(self, texts: list[str] | tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
         """Logits and label names for raw texts (a text model's own tokenisation)."""
         if self.tokenizer is None:
             raise ExportError(f"{self.folder}: not a text model (no {TOKENIZER_FILE})")
-        from canao.tasks import encode
-
         logits = self.model.predict(encode(self.tokenizer, texts, self.metrics["max_len"]))
         return logits, [self.metrics["labels"][int(k)] for k in logits.argmax(axis=1)]
 
@@ -242,8 +236,6 @@ class Bundle:
 
     def evaluate(self, split: str) -> tuple[np.ndarray, float, int]:
         """Logits, accuracy and sample count on a split of the bundle's own task."""
-        from canao.tasks import TableSpec, TextTask, accuracy, get_task, text_data
-
         if self.tokenizer is not None:
             data = text_data(self.metrics["task"], TableSpec(**self.metrics.get("data") or {}))
             part = TextTask(data, self.tokenizer, self.metrics["max_len"]).split(split)

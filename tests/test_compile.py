@@ -11,9 +11,9 @@ import torch
 
 from canao.candidate import compile_model
 from canao.compile import compile_and_measure
+from canao.compress.onnx_export import INPUT_NAME, export_onnx
 from canao.errors import CandidateError
 from canao.models import Encoder, EncoderConfig, predict_logits
-from canao.models.onnx_export import INPUT_NAME, export_onnx
 from canao.runtime import CompiledModel
 from canao.targets import load_profile, parse_profile
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from canao.compile._build import build
+from canao.compress.onnx_export import export_onnx
 from canao.models import Encoder, EncoderConfig
-from canao.models.onnx_export import export_onnx
 from canao.targets import load_profile
 
 EM_AARCH64 = 183  # ELF e_machine of AArch64

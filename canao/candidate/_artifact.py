@@ -18,6 +18,7 @@ from typing import Any
 
 from canao import __version__, _config
 from canao._locks import file_lock
+from canao.compile import fidelity
 from canao.space import ArchConfig, CandidateSpec
 from canao.targets import DeviceIdentity, TargetProfile
 
@@ -44,8 +45,6 @@ def candidate_key(base_key: str, arch: ArchConfig, candidate: CandidateSpec,
     never re-tuned at that rung, so later records for other workloads cannot change its
     build. Its digest is stored with the result.
     """
-    from canao.compile import fidelity
-
     blob = json.dumps({
         "base": base_key, "arch": arch.to_dict(), "candidate": _config.to_dict(candidate),
         "device": device.to_dict(), "measure": _config.to_dict(profile.measure),

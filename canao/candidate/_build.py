@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from canao.candidate._artifact import ONNX_FILE, REFERENCE_LOGITS, REFERENCE_X
+from canao.compile import compile_and_measure
 from canao.errors import CandidateError
 from canao.targets import DeviceIdentity, TargetProfile
 
@@ -25,8 +26,8 @@ def compile_model(model: Any, folder: Path, profile: TargetProfile, *, reference
     sets the parity tolerance; see :func:`compile_folder`.
     """
     from canao.compress.deploy import weight_storage
+    from canao.compress.onnx_export import export_onnx
     from canao.models import predict_logits
-    from canao.models.onnx_export import export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     export_onnx(model, folder / ONNX_FILE, batch_size=profile.measure.batch_size)
@@ -52,7 +53,6 @@ def compile_folder(src: Path, out: Path, profile: TargetProfile, *, weights: str
         CandidateError: the build or measurement failed; ParityError: the compiled outputs
             differ from the reference outputs by more than the storage's tolerance.
     """
-    from canao.compile import compile_and_measure
     from canao.compress.deploy import parity_tolerance
 
     name, shape, dtype = onnx_input(src / ONNX_FILE)

@@ -74,8 +74,7 @@ def slim(space_path: str, budget_mb: float, steps: int | None) -> None:
 
     from canao.compress.importance import importance_scores, unit_bytes
     from canao.models import load_or_train_base
-    from canao.space import load_space
-    from canao.tasks import load_task
+    from canao.space import load_space, load_task
 
     space = load_space(space_path)
     task = load_task(space)

@@ -25,6 +25,7 @@ from canao.compile._database import (  # no TVM: reads and merges the JSON files
     import_database,
     list_databases,
 )
+from canao.compile._request import BuildRequest, TuningRequest
 from canao.errors import CandidateError, TargetError
 from canao.targets import DeviceIdentity, TargetProfile
 
@@ -117,8 +118,6 @@ def compile_and_measure(onnx_path: Path, out_dir: Path, profile: TargetProfile, 
         CandidateError: the build or measurement failed, crashed or ran past the
             profile's ``build.timeout_s``; the message carries the reason.
     """
-    from canao.compile._request import BuildRequest, TuningRequest
-
     label, trials = fidelity(profile, final=final)
     tuning = None
     if trials is not None:

@@ -20,6 +20,7 @@ from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.onnx import from_onnx
 
 from canao.compile._request import TuningRequest
+from canao.compile._tune import tune_and_apply
 from canao.errors import TargetError
 from canao.runtime import LIB_FILE, PARAMS_FILE, save_params
 from canao.targets import RemoteConfig
@@ -109,8 +110,6 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
     workspace = planned_workspace_bytes(mod, target)
     tune_stats: dict[str, Any] = {}
     if tuning is not None:
-        from canao.compile._tune import tune_and_apply
-
         mod, tune_stats = tune_and_apply(mod, target, tuning, rpc=rpc, report=report)
     t1 = time.perf_counter()
     executable = tvm.compile(mod, target=target)

@@ -8,6 +8,7 @@ import tvm
 from tvm.target import codegen
 
 from canao.compile._build import compiled_features, resolve_target
+from canao.compile._remote import request_session
 from canao.measure import cpu_model
 from canao.targets import DeviceIdentity, TargetProfile
 
@@ -47,8 +48,6 @@ def resolve_device(profile: TargetProfile, *, mcpu: str | None = None) -> Device
 
 
 def _remote_cpu(profile: TargetProfile) -> str:
-    from canao.compile._remote import request_session
-
     assert profile.rpc is not None
     session = request_session(profile.rpc)
     try:

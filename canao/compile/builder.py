@@ -24,16 +24,17 @@ from typing import Any
 
 import numpy as np
 
+from canao.compile import PROGRESS_FILE, built_fidelity
+from canao.compile._remote import DeviceError, is_connection_error, request_session
 from canao.compile._request import BuildRequest
+from canao.measure import describe_machine, measure_latency
+from canao.runtime import META_FILE, CompiledModel
 
 BUILT_FILE = "built.json"  # what the build produced, beside the library
 
 
 def run(req: BuildRequest) -> dict[str, Any]:
-    from canao.compile import PROGRESS_FILE, built_fidelity
     from canao.compile._build import build
-    from canao.measure import describe_machine, measure_latency
-    from canao.runtime import META_FILE, CompiledModel
 
     out_dir = Path(req.out_dir)
     if req.measure_only:  # time the library built earlier (a drift sentinel)
@@ -55,8 +56,6 @@ def run(req: BuildRequest) -> dict[str, Any]:
 
     session = None
     if req.rpc is not None:
-        from canao.compile._remote import request_session
-
         session = request_session(req.rpc)
     model = CompiledModel(out_dir, device=req.device_type, session=session)
     got = model.predict(np.load(req.reference_x))
@@ -83,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(req)
     except Exception as e:  # reported to the parent, which fails the trial with it
-        from canao.compile._remote import DeviceError, is_connection_error
-
         device_lost = isinstance(e, DeviceError) or (req.rpc is not None
                                                      and is_connection_error(e))
         text = str(e) if isinstance(e, DeviceError) else f"{type(e).__name__}: {e}"

@@ -17,6 +17,9 @@ for hidden channels, which no gate covers).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -24,10 +27,13 @@ from typing import Any, cast
 import torch
 from torch.nn import functional as F
 
+from canao import _config
 from canao._progress import Progress
+from canao.cache import cache_dir
 from canao.compress.slicing import magnitude_scores
 from canao.models import Encoder
 from canao.models.encoder import Block
+from canao.space import CandidateSpec
 from canao.tasks import Split
 
 Scores = dict[str, Any]
@@ -177,26 +183,26 @@ def scores_from_json(data: dict[str, Any]) -> Scores:
             "ffn": [torch.tensor(v) for v in data["ffn"]], "hidden": torch.tensor(data["hidden"])}
 
 
-def _magnitude(model: Encoder, data: Split, spec: Any) -> tuple[Scores, dict[str, Any]]:
+def _magnitude(model: Encoder, data: Split, spec: CandidateSpec) -> tuple[Scores, dict[str, Any]]:
     return magnitude_scores(model), {}
 
 
-def _taylor(model: Encoder, data: Split, spec: Any) -> tuple[Scores, dict[str, Any]]:
+def _taylor(model: Encoder, data: Split, spec: CandidateSpec) -> tuple[Scores, dict[str, Any]]:
     return taylor_scores(model, data, batches=spec.taylor_batches, seed=spec.seed), {
         "batches": spec.taylor_batches}
 
 
-def _gates(model: Encoder, data: Split, spec: Any) -> tuple[Scores, dict[str, Any]]:
+def _gates(model: Encoder, data: Split, spec: CandidateSpec) -> tuple[Scores, dict[str, Any]]:
     s = spec.slimming
     return train_gates(model, data, budget_bytes=s.budget_mb * 1e6, steps=s.steps, lr=s.lr,
                        penalty=s.penalty, seed=spec.seed)
 
 
-SCORERS: dict[str, Callable[[Encoder, Split, Any], tuple[Scores, dict[str, Any]]]] = {}
+SCORERS: dict[str, Callable[[Encoder, Split, CandidateSpec], tuple[Scores, dict[str, Any]]]] = {}
 
 
 def register_scorer(name: str,
-                    fn: Callable[[Encoder, Split, Any], tuple[Scores, dict[str, Any]]]) -> None:
+                    fn: Callable[[Encoder, Split, CandidateSpec], tuple[Scores, dict[str, Any]]]) -> None:
     if name in SCORERS:
         raise ValueError(f"importance scorer '{name}' is already registered")
     SCORERS[name] = fn
@@ -207,19 +213,12 @@ for _name, _fn in (("magnitude", _magnitude), ("taylor", _taylor), ("gates", _ga
 
 
 def importance_scores(model: Encoder, base_key: str, data: Split,
-                      spec: Any) -> tuple[Scores, dict[str, Any]]:
+                      spec: CandidateSpec) -> tuple[Scores, dict[str, Any]]:
     """Scores by ``spec.importance`` (a :class:`~canao.space.CandidateSpec`), cached per base.
 
     Data-driven scores are computed once per base and recipe and stored beside the cached
     base (``<cache>/bases/<key>/importance-*.json``), so every trial and worker reuses them.
     """
-    import hashlib
-    import json
-    import os
-
-    from canao import _config
-    from canao.cache import cache_dir
-
     kind = spec.importance
     if kind not in SCORERS:
         raise ValueError(f"unknown importance '{kind}'; known: {', '.join(sorted(SCORERS))}")

@@ -12,7 +12,8 @@ from typing import Any
 import optuna
 
 from canao import _config
-from canao.candidate import ONNX_FILE
+from canao.candidate import ONNX_FILE, ParityError, compile_folder
+from canao.compile import device_tuning_dir, fidelity
 from canao.errors import ExportError
 from canao.runtime import (
     LIB_FILE,
@@ -23,8 +24,10 @@ from canao.runtime import (
     CompiledModel,
     write_checksums,
 )
+from canao.space import load_task
 from canao.study import CanaoStudy, artifact_dir, front
 from canao.targets import DeviceIdentity
+from canao.tasks import TextTask, accuracy
 
 BUNDLE_VERSION = 1
 FINAL_FILE = "final.json"  # written last: marks a complete final build
@@ -68,9 +71,6 @@ def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
         device: build for this identity (``canao export --cpu``: the profile's target with
             another CPU, tuned in that identity's own database) instead of the study's.
     """
-    from canao.candidate import ParityError, compile_folder
-    from canao.compile import device_tuning_dir, fidelity
-
     device = device or cs.device
     if device is None:
         raise ExportError(f"study '{cs.name}' has no device identity; resume it once on its "
@@ -107,8 +107,6 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path,
     accuracy re-measured on the test split through the compiled module it contains, and
     only then renamed to ``out``: an interrupted export leaves no partial bundle.
     """
-    from canao.tasks import TextTask, accuracy, load_task
-
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: already exists and is not empty; choose another --out")
     parent = out.resolve().parent

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -16,9 +17,12 @@ import numpy as np
 import torch
 
 from canao.cache import cache_dir
+from canao.errors import SpaceError
 from canao.models.encoder import Encoder, EncoderConfig, predict_logits
-from canao.space import SearchSpace
-from canao.tasks import Split, Task, accuracy
+from canao.models.hf import load_bert
+from canao.models.training import train
+from canao.space import SearchSpace, check_space_fits, read_bert_config
+from canao.tasks import Split, Task, accuracy, checkpoint_folder, pad_id
 
 log = logging.getLogger(__name__)
 _RECIPE_VERSION = 2  # bump when the training code changes what a cached base would be
@@ -27,8 +31,6 @@ _RECIPE_VERSION = 2  # bump when the training code changes what a cached base wo
 def encoder_config(space: SearchSpace, task: Task) -> EncoderConfig:
     m = space.base.model
     if m.frontend != task.frontend:
-        from canao.errors import SpaceError
-
         raise SpaceError(f"space '{space.name}': base frontend '{m.frontend}' does not fit "
                          f"task '{task.name}', which needs '{task.frontend}'")
     extra: dict[str, Any] = {}
@@ -39,11 +41,8 @@ def encoder_config(space: SearchSpace, task: Task) -> EncoderConfig:
         extra = {"vocab_size": m.vocab_size, "max_len": m.max_len, "style": m.style}
         tokenizer = getattr(task, "tokenizer", None)
         if tokenizer is not None:
-            from canao.tasks import pad_id
 
             if tokenizer.get_vocab_size() > m.vocab_size:
-                from canao.errors import SpaceError
-
                 raise SpaceError(f"space '{space.name}': the tokenizer has "
                                  f"{tokenizer.get_vocab_size()} tokens, more than base.model."
                                  f"vocab_size ({m.vocab_size})")
@@ -51,9 +50,6 @@ def encoder_config(space: SearchSpace, task: Task) -> EncoderConfig:
         if m.style == "bert":
             extra["norm_eps"] = 1e-12  # BERT's
         if m.checkpoint:
-            from canao.models.hf import check_space_fits, read_bert_config
-            from canao.tasks import checkpoint_folder
-
             cfg = read_bert_config(checkpoint_folder(m.checkpoint))
             check_space_fits(cfg, m, f"space '{space.name}'")
             extra["norm_eps"] = float(cfg.get("layer_norm_eps", 1e-12))
@@ -75,8 +71,6 @@ def _checkpoint_digest(checkpoint: str) -> str:
     """Content digest of a checkpoint's weights and config (a part of the base's cache key)."""
     if not checkpoint:
         return ""
-    from canao.tasks import checkpoint_folder
-
     folder = checkpoint_folder(checkpoint)
     parts = []
     for name in ("config.json", "model.safetensors"):
@@ -116,9 +110,6 @@ def load_or_train_base(space: SearchSpace, task: Task) -> tuple[Encoder, dict[st
     log.info("training base %s for task %s (cached afterwards)", key, task.name)
     config = encoder_config(space, task)
     if space.base.model.checkpoint:
-        from canao.models.hf import load_bert
-        from canao.tasks import checkpoint_folder
-
         log.info("fine-tuning checkpoint %s on %s", space.base.model.checkpoint, task.name)
         model = load_bert(checkpoint_folder(space.base.model.checkpoint),
                           num_classes=task.num_classes, max_len=config.max_len,
@@ -128,8 +119,6 @@ def load_or_train_base(space: SearchSpace, task: Task) -> tuple[Encoder, dict[st
         model = Encoder(config)
     train_split = train_subset(task.split("train"), t.max_samples, t.seed)
     steps = t.epochs * -(-len(train_split) // t.batch_size)
-    from canao.compress.training import train
-
     what = (f"fine-tuning {space.base.model.checkpoint}" if space.base.model.checkpoint
             else f"training the base on {task.name}")
     train(model, train_split, steps=steps, batch_size=t.batch_size, lr=t.lr,
@@ -148,8 +137,6 @@ def load_or_train_base(space: SearchSpace, task: Task) -> tuple[Encoder, dict[st
     try:
         os.rename(tmp, folder)
     except OSError:  # another process finished first; its copy is identical in content
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("base %s: validation accuracy %.4f, test %.4f", key, info["validation_accuracy"],
              info["test_accuracy"])

@@ -21,12 +21,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from canao import __version__
 from canao import study as st
+from canao.compile import resolve_device
 from canao.errors import CanaoError
+from canao.export import export_bundle, select_trial
+from canao.runtime import METRICS_FILE, SUMS_FILE, read_checksums, sha256_file
 from canao.service._config import ServiceConfig
 from canao.service._gate import ARCHIVE, Gate
 from canao.service._inputs import ExportRequest, ResumeRequest, _input, _refuse_local_paths
 from canao.service._plots import page_html, plot_points
 from canao.service._state import Service, _archive
+from canao.space import MAX_SPACE_BYTES, parse_space, shipped_dir
+from canao.targets import MAX_PROFILE_BYTES, parse_profile
 
 log = logging.getLogger(__name__)
 READERS = 2  # read routes served at once (see create_app)
@@ -97,8 +102,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/api/spaces", tags=["service"])
     def spaces() -> dict[str, list[str]]:
         """Shipped search spaces and target profiles, by name."""
-        from canao.space import shipped_dir
-
         return {"spaces": sorted(p.stem for p in shipped_dir("search_spaces").glob("*.yaml")),
                 "targets": sorted(p.stem for p in shipped_dir("tvm_targets").glob("*.json"))}
 
@@ -126,9 +129,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
         max_accuracy_drop: Annotated[float | None, Form(ge=0)] = None,
     ) -> dict[str, Any]:
         """Start a search: validate as ``canao search`` does, create the study, start workers."""
-        from canao.space import MAX_SPACE_BYTES, parse_space
-        from canao.targets import MAX_PROFILE_BYTES, parse_profile
-
         if name is not None:
             st.check_study_name(name)
         service.check_workers(workers)
@@ -195,10 +195,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post("/api/studies/{name:path}/exports", status_code=201, tags=["exports"])
     def export(name: str, req: ExportRequest) -> dict[str, Any]:
         """Export a trial (by number or by budgets) as a compiled bundle in one .tar.gz."""
-        from canao.compile import resolve_device
-        from canao.export import export_bundle, select_trial
-        from canao.runtime import METRICS_FILE, SUMS_FILE, read_checksums, sha256_file
-
         service.study(name)
         # Fresh from the database (a worker may have recorded the study's device since the
         # service cached it): the final build is timed here, so here must be its device.
@@ -232,8 +228,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def download(name: str, archive_name: str) -> FileResponse:
         """An export's archive (its bundle, with ``SHA256SUMS`` inside; the archive's own
         digest in the ``X-Canao-SHA256`` header)."""
-        from canao.runtime import sha256_file
-
         st.check_study_name(name)
         if not ARCHIVE.fullmatch(archive_name):
             raise HTTPException(400, f"export {archive_name!r}: not an export name "

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from canao.space import shipped_dir
+
 
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -43,8 +45,6 @@ def _stem(filename: str | None) -> str:
 def _input(shipped: str | None, upload: UploadFile | None, folder: str, suffix: str,
            what: str, field: str, limit: int) -> tuple[str, str, str]:
     """(text, name, where) of a shipped file named by ``shipped`` or of an uploaded one."""
-    from canao.space import shipped_dir
-
     if (shipped is None) == (upload is None):
         raise HTTPException(400, f"give either '{field}' (a shipped {what}) or "
                             f"'{field}_file' (an upload)")

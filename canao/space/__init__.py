@@ -2,6 +2,7 @@
 
 from canao._shipped_files import resolve_shipped, shipped_dir
 from canao.space._arch import WEIGHT_KINDS, ArchConfig
+from canao.space._checkpoint import check_checkpoint, check_space_fits, read_bert_config
 from canao.space._space import (
     MAX_SPACE_BYTES,
     BaseSpec,
@@ -16,6 +17,7 @@ from canao.space._space import (
     load_space,
     parse_space,
 )
+from canao.space._task import base_tokenizer, check_task, load_task
 
 __all__ = [
     "MAX_SPACE_BYTES",
@@ -30,6 +32,12 @@ __all__ = [
     "SlimmingSpec",
     "TrainSpec",
     "WEIGHT_KINDS",
+    "base_tokenizer",
+    "check_checkpoint",
+    "check_space_fits",
+    "check_task",
+    "load_task",
+    "read_bert_config",
     "load_space",
     "parse_space",
     "resolve_shipped",

@@ -6,11 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from canao import _config
 from canao._config import positive
-from canao._shipped_files import resolve_shipped
 from canao.errors import SpaceError
 from canao.space._arch import WEIGHT_KINDS, ArchConfig
 from canao.tasks import TableSpec
@@ -275,22 +272,15 @@ class SearchSpace:
         return ArchConfig(hidden=m.hidden, heads=(m.heads,) * m.layers, ffn=(m.ffn,) * m.layers)
 
 
-def _yaml(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValueError(f"not valid YAML{at}: {getattr(e, 'problem', None) or e}") from e
+SPACE_FILE = _config.FileKind(SearchSpace, "yaml", "search_spaces", MAX_SPACE_BYTES, "space file",
+                              SpaceError)
 
 
 def parse_space(text: str, *, where: str = "<string>", name: str = "") -> SearchSpace:
     """Parse and validate space YAML text (safe loading only)."""
-    return _config.build_text(SearchSpace, text, parse=_yaml, limit=MAX_SPACE_BYTES,
-                              what="space file", name=name, where=where, error=SpaceError)
+    return SPACE_FILE.parse(text, where=where, name=name)
 
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read a space file; a shipped space may be named without its folder or suffix."""
-    p = resolve_shipped(path, "search_spaces", ".yaml", SpaceError, "space file")
-    return parse_space(p.read_text(), where=str(p), name=p.stem)
+    return SPACE_FILE.load(path)

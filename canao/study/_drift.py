@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 
 from canao._locks import file_lock
+from canao.candidate import compile_folder, compile_model
+from canao.compile.builder import BUILT_FILE
 from canao.study import _provenance
 from canao.study._study import CanaoStudy
 
@@ -54,9 +56,6 @@ class Sentinel:
                         "(drift.threshold %.2f): flagged", trial.number, ratio, d.threshold)
 
     def _time(self, finished: int) -> float:
-        from canao.candidate import compile_folder, compile_model
-        from canao.compile.builder import BUILT_FILE
-
         cs = self.cs
         assert cs.device is not None
         profile = dataclasses.replace(

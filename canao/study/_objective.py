@@ -18,11 +18,13 @@ from canao.candidate import (
     compile_model,
     save_model,
 )
+from canao.compile import device_tuning_dir, resolve_device
 from canao.errors import CandidateError, StorageError
-from canao.space import ArchConfig
+from canao.space import ArchConfig, load_task
 from canao.study import _provenance
 from canao.study._drift import Sentinel
 from canao.study._study import CanaoStudy, check_device
+from canao.tasks import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,6 @@ log = logging.getLogger(__name__)
 def _check_same_base(cs: CanaoStudy, task: Any) -> None:
     """Refuse to add trials built from another base than the study's earlier ones (the task's
     data file, the base recipe or torch changed): their accuracies would not be comparable."""
-    from canao.errors import StorageError
     from canao.models import base_key
 
     key = base_key(cs.space, task)
@@ -47,10 +48,8 @@ class Objective:
     """Callable Optuna objective for a canao study (base and task are loaded once)."""
 
     def __init__(self, cs: CanaoStudy) -> None:
-        from canao.compile import resolve_device
         from canao.compress.importance import importance_scores
         from canao.models import load_or_train_base
-        from canao.tasks import load_task
 
         self.cs = cs
         if cs.device is None:  # a study older than device identities: it takes this one
@@ -162,7 +161,6 @@ class Objective:
         from canao.compress import slice_encoder, train
         from canao.compress.deploy import compressed_bytes, deploy
         from canao.models import predict_logits
-        from canao.tasks import accuracy
 
         space, profile = self.cs.space, self.cs.profile
         t0 = time.perf_counter()
@@ -191,8 +189,6 @@ class Objective:
 
 def tuning_dir(cs: CanaoStudy) -> Path:
     """The MetaSchedule database of the study's device, shared with every study on it."""
-    from canao.compile import device_tuning_dir
-
     if cs.device is None:
         raise StorageError(f"study '{cs.name}' has no device identity yet; resume it once "
                            "on its device to record one")

@@ -28,6 +28,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData()  # canao's tables only; Optuna's live in its own metadata
+    # A column whose SQL type follows from its annotation is declared by the annotation alone;
+    # the migrations, not these classes, create the tables.
+    type_annotation_map = {str: sa.Text, float: sa.Float, bool: sa.Boolean, int: sa.Integer}
 
 
 class Artifact(Base):
@@ -37,17 +40,17 @@ class Artifact(Base):
     __table_args__ = (sa.Index("ix_canao_artifacts_key_path", "key", "path", unique=True),)
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(64))
-    path: Mapped[str] = mapped_column(sa.Text)
-    arch: Mapped[str] = mapped_column(sa.Text)  # JSON
-    compression: Mapped[str] = mapped_column(sa.Text)  # JSON
+    path: Mapped[str]
+    arch: Mapped[str]  # JSON
+    compression: Mapped[str]  # JSON
     target_profile: Mapped[str] = mapped_column(sa.String(256))
-    target: Mapped[str] = mapped_column(sa.Text)
+    target: Mapped[str]
     tvm_version: Mapped[str] = mapped_column(sa.String(64))
     tuning_digest: Mapped[str | None] = mapped_column(sa.String(64))
     param_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     workspace_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     library_bytes: Mapped[int] = mapped_column(sa.BigInteger)
-    created: Mapped[float] = mapped_column(sa.Float)
+    created: Mapped[float]
     device_key: Mapped[str | None] = mapped_column(sa.String(64))  # canao_devices.key
 
 
@@ -58,19 +61,19 @@ class Measurement(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     trial_id: Mapped[int] = mapped_column(sa.Integer, index=True)  # Optuna's trials.trial_id
     study_name: Mapped[str] = mapped_column(sa.String(512), index=True)
-    trial_number: Mapped[int] = mapped_column(sa.Integer)
+    trial_number: Mapped[int]
     artifact_id: Mapped[int] = mapped_column(sa.ForeignKey("canao_artifacts.id"))
     fidelity: Mapped[str] = mapped_column(sa.String(64))
     device: Mapped[str] = mapped_column(sa.String(256))  # "local", or the RPC device key
-    median_ms: Mapped[float] = mapped_column(sa.Float)
-    p95_ms: Mapped[float] = mapped_column(sa.Float)
-    samples_ms: Mapped[str] = mapped_column(sa.Text)  # JSON list
-    rejected_samples_ms: Mapped[str] = mapped_column(sa.Text)  # JSON list of lists
-    noisy: Mapped[bool] = mapped_column(sa.Boolean)
-    machine: Mapped[str] = mapped_column(sa.Text)  # JSON
-    cache_hit: Mapped[bool] = mapped_column(sa.Boolean)
-    accuracy: Mapped[float] = mapped_column(sa.Float)
-    created: Mapped[float] = mapped_column(sa.Float)
+    median_ms: Mapped[float]
+    p95_ms: Mapped[float]
+    samples_ms: Mapped[str]  # JSON list
+    rejected_samples_ms: Mapped[str]  # JSON list of lists
+    noisy: Mapped[bool]
+    machine: Mapped[str]  # JSON
+    cache_hit: Mapped[bool]
+    accuracy: Mapped[float]
+    created: Mapped[float]
     device_key: Mapped[str | None] = mapped_column(sa.String(64))  # canao_devices.key
 
 
@@ -79,8 +82,8 @@ class Device(Base):
 
     __tablename__ = "canao_devices"
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    identity: Mapped[str] = mapped_column(sa.Text)  # JSON
-    created: Mapped[float] = mapped_column(sa.Float)
+    identity: Mapped[str]  # JSON
+    created: Mapped[float]
 
 
 class DriftReading(Base):
@@ -90,11 +93,11 @@ class DriftReading(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     study_name: Mapped[str] = mapped_column(sa.String(512), index=True)
     device_key: Mapped[str] = mapped_column(sa.String(64))
-    finished_trials: Mapped[int] = mapped_column(sa.Integer)
-    median_ms: Mapped[float] = mapped_column(sa.Float)
-    ratio: Mapped[float] = mapped_column(sa.Float)
-    samples_ms: Mapped[str] = mapped_column(sa.Text)  # JSON list
-    created: Mapped[float] = mapped_column(sa.Float)
+    finished_trials: Mapped[int]
+    median_ms: Mapped[float]
+    ratio: Mapped[float]
+    samples_ms: Mapped[str]  # JSON list
+    created: Mapped[float]
 
 
 def alembic_config(url: str) -> Any:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from canao.space import Budgets, SearchSpace, parse_space
+from canao.compile import check_target, resolve_device
+from canao.space import Budgets, SearchSpace, check_task, parse_space
 from canao.study._storage import Heartbeat
 from canao.study._study import CanaoStudy, check_study_name, create, with_overrides
 from canao.targets import DeviceIdentity, TargetProfile
@@ -60,9 +61,6 @@ def plan_search(space: SearchSpace, space_text: str, profile: TargetProfile, *,
         name: the study's name [default: SPACE-TARGET-TIMESTAMP].
         budgets: overrides of the space's ``study.budgets`` (``None``: keep the space's).
     """
-    from canao.compile import check_target, resolve_device
-    from canao.tasks import check_task
-
     check_task(space)
     check_target(profile)
     device = resolve_device(profile)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from canao import _config
-from canao._shipped_files import resolve_shipped
 from canao.errors import TargetError
 
 PROFILE_VERSION = 1
@@ -169,19 +168,14 @@ class TargetProfile:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+PROFILE_FILE = _config.FileKind(TargetProfile, "json", "tvm_targets", MAX_PROFILE_BYTES,
+                                "target profile", TargetError)
 
 
 def parse_profile(text: str, *, where: str = "<string>", name: str = "") -> TargetProfile:
-    return _config.build_text(TargetProfile, text, parse=_json, limit=MAX_PROFILE_BYTES,
-                              what="target profile", name=name, where=where, error=TargetError)
+    return PROFILE_FILE.parse(text, where=where, name=name)
 
 
 def load_profile(path: str | Path) -> TargetProfile:
     """Read a target profile; a shipped one may be named without folder or suffix."""
-    p = resolve_shipped(path, "tvm_targets", ".json", TargetError, "target profile")
-    return parse_profile(p.read_text(), where=str(p), name=p.stem)
+    return PROFILE_FILE.load(path)

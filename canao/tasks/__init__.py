@@ -3,10 +3,8 @@
 from canao.tasks._digits import DigitsTask
 from canao.tasks._load import (
     PRETRAINED,
-    check_task,
     checkpoint_folder,
     is_text_task,
-    load_task,
     text_data,
 )
 from canao.tasks._task import SPLITS, Split, Task, accuracy, get_task, register_task
@@ -25,12 +23,10 @@ __all__ = [
     "TextData",
     "TextTask",
     "accuracy",
-    "check_task",
     "checkpoint_folder",
     "encode",
     "get_task",
     "is_text_task",
-    "load_task",
     "pad_id",
     "register_task",
     "text_data",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from canao.compress.deploy import DeployLinear, deploy
 from canao.models.encoder import Encoder
 
 OPSET = 17
@@ -23,8 +24,6 @@ def export_onnx(model: Encoder, path: Path, batch_size: int = 1) -> None:
     their weights pre-transposed, so constant folding can stay off: folding would otherwise
     widen int8 or clustered weights back into fp32 constants.
     """
-    from canao.compress.deploy import DeployLinear, deploy
-
     if not any(isinstance(m, DeployLinear) for m in model.modules()):
         model = deploy(model)
     c = model.config
