@@ -33,6 +33,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Build every model's untuned and tuned libraries; return what the timing runs need."""
     import optuna
 
+    from canao import db
     from canao import study as st
     from canao.candidate import compile_folder, compile_model, save_model
     from canao.export import final_build
@@ -40,7 +41,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     from canao.targets import parse_profile
     from canao.tasks import get_task
 
-    cs = st.load(args.study, st.storage_url(args.storage))
+    cs = st.load(args.study, db.storage_url(args.storage))
     task = get_task(cs.space.task)
     base, base_info = load_or_train_base(cs.space, task)
     work = Path(args.work)

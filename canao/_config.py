@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-import yaml
-
 from canao._shipped_files import resolve_shipped
 
 T = TypeVar("T")
@@ -76,6 +74,8 @@ def parse_text(text: str, fmt: Literal["yaml", "json"]) -> Any:
         except json.JSONDecodeError as e:
             line, column, problem = e.lineno, e.colno, e.msg
     else:
+        import yaml  # not at the top: reading a JSON profile (``canao status``) never needs it
+
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -36,7 +36,7 @@ FLOORS = [
     ("canao.errors", "canao.cache", "canao._locks", "canao._progress", "canao._shipped_files"),
     ("canao._config", "canao.tasks"),
     ("canao.space", "canao.targets"),
-    ("canao.measure", "canao.models"),
+    ("canao.measure", "canao.models", "canao.db"),
     ("canao.compress", "canao.runtime"),
     ("canao.compile",),
     ("canao.candidate",),
@@ -96,3 +96,13 @@ def test_nothing_imports_upward_and_local_imports_are_only_for_torch_or_tvm() ->
             if local and not heavy and not module.startswith("canao.cli"):
                 wrong.append(f"{rel}:{line} imports {imported} inside a function; it is light")
     assert not wrong, "\n".join(wrong)
+
+
+def test_status_loads_neither_optuna_nor_sqlalchemy(finished_study: dict) -> None:
+    code = ("import sys; from canao.cli import main; "
+            f"rc = main(['status', '--storage', {finished_study['url']!r}]); "
+            "print('HEAVY:' + ','.join(m for m in ('optuna', 'sqlalchemy', 'torch', 'tvm') "
+            "if m in sys.modules), rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY: 0", out.stdout
+    assert "trials" in out.stdout

@@ -44,7 +44,7 @@ def test_the_listing_follows_every_change_it_can_show(tmp_path) -> None:
     """The study listing is cached between changes; every change it shows must invalidate it."""
     import optuna
 
-    from canao.study import summaries
+    from canao.db import summaries
 
     url = f"sqlite:///{tmp_path / 'l.db'}"
     study = optuna.create_study(study_name="a", storage=url,

@@ -14,7 +14,7 @@ STORAGE_HELP = "SQLAlchemy URL of the study database [default: $CANAO_STORAGE or
 
 
 def _storage(url: str | None) -> str:
-    from canao.study import storage_url
+    from canao.db import storage_url
 
     return storage_url(url)
 
@@ -28,9 +28,10 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """Compiler-aware architecture search: compressed transformers, compiled and measured with TVM."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="canao: %(message)s", stream=sys.stderr, force=True)
-    import optuna
+    if "canao.study" in sys.modules:  # imported already (the CLI called in-process): set again
+        from canao.study import quiet_optuna
 
-    optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
+        quiet_optuna()
     ctx.obj = {"progress": not quiet}
     from canao import _progress
 

@@ -23,7 +23,7 @@ from canao.errors import CanaoError
 @click.option("--json", "as_json", is_flag=True)
 def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
     """Studies, their trial counts by state, and best values."""
-    from canao.study import summaries
+    from canao.db import summaries
 
     rows = summaries(_storage(storage), study_name)
     if as_json:

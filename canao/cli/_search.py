@@ -42,6 +42,7 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
            artifacts: Path | None, task_name: str | None, text_column: str | None,
            label_column: str | None, group_column: str | None, **budgets: float | None) -> None:
     """Start a new search on a device target."""
+    from canao import db
     from canao import study as st
     from canao.space import load_space, resolve_shipped
     from canao.targets import load_profile
@@ -56,9 +57,9 @@ def search(obj: dict[str, Any], space_path: str, target_path: str, study_name: s
                           **budgets)
     folder = artifacts or Path(os.environ.get("CANAO_ARTIFACTS", "canao_artifacts"))
     url = _storage(storage)
-    with st.sole_sqlite_worker(url):
-        cs = plan.create(url, artifacts=folder, seed=seed, heartbeat=st.Heartbeat())
-        log.info("study '%s' on %s: space %s, target %s, device %s", plan.name, st.redact(url),
+    with db.sole_sqlite_worker(url):
+        cs = plan.create(url, artifacts=folder, seed=seed, heartbeat=db.Heartbeat())
+        log.info("study '%s' on %s: space %s, target %s, device %s", plan.name, db.redact(url),
                  space.name, plan.profile.name, plan.device.describe())
         _run_and_report(cs, trials, timeout, obj["progress"])
 
@@ -115,14 +116,15 @@ def _continue_options(f: Any) -> Any:
 def _continue(obj: dict[str, Any], study_name: str, storage: str | None, trials: int,
               timeout: float | None, heartbeat_s: int, grace_s: int, salt: int = 0,
               take_sigint: bool = False) -> None:
+    from canao import db
     from canao import study as st
     from canao.compile import resolve_device
 
     if grace_s <= heartbeat_s:
         raise CanaoError(f"--grace-s ({grace_s}) must be longer than --heartbeat-s ({heartbeat_s})")
     url = _storage(storage)
-    with st.sole_sqlite_worker(url) as sole:
-        cs = st.load(study_name, url, heartbeat=st.Heartbeat(heartbeat_s, grace_s))
+    with db.sole_sqlite_worker(url) as sole:
+        cs = st.load(study_name, url, heartbeat=db.Heartbeat(heartbeat_s, grace_s))
         # A worker on another device would mix its latencies into the front: refused before
         # it touches a trial.
         st.check_device(cs, resolve_device(cs.profile))

@@ -32,7 +32,7 @@ def serve(host: str, port: int, storage: str | None, token_file: Path | None, da
           heartbeat_s: int, grace_s: int) -> None:
     """Serve the HTTP API and the Pareto page over the study database."""
     from canao import service
-    from canao.study import open_storage
+    from canao.db import open_storage
 
     token = service.read_token(token_file) if token_file else None
     service.check_bind(host, token)

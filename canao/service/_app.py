@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from canao import __version__
+from canao import __version__, db
 from canao import study as st
 from canao.compile import resolve_device
 from canao.errors import CanaoError
@@ -109,7 +109,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def list_studies() -> dict[str, Any]:
         """Every study: trial counts by state, best values, and the run this service started."""
         def work() -> dict[str, Any]:
-            rows = st.summaries(config.storage)
+            rows = db.summaries(config.storage)
             return {"studies": [{**r, "run": service.pool.describe(r["study"])} for r in rows]}
 
         return await read(work)
@@ -244,7 +244,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """One study: trial counts by state, best values and the progress of its run."""
         def work() -> dict[str, Any]:
             service.study(name)
-            summary = st.summaries(config.storage, name)[0]
+            summary = db.summaries(config.storage, name)[0]
             return {**summary,
                     "progress": service.progress(name, summary["states"].get("COMPLETE", 0))}
 

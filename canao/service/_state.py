@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from canao import db
 from canao import study as st
 from canao.service._config import ServiceConfig
 from canao.service._workers import WorkerPool
@@ -27,7 +28,7 @@ class Service:
         self.config = config
         for folder in (config.artifacts, config.exports, config.logs):
             folder.mkdir(parents=True, exist_ok=True)
-        self.storage = st.open_storage(config.storage, must_exist=False)
+        self.storage = db.open_storage(config.storage, must_exist=False)
         self.pool = WorkerPool(config, self.complete)
         self._studies: dict[str, st.CanaoStudy] = {}
         self._lock = threading.Lock()
@@ -45,21 +46,21 @@ class Service:
             if cs is None:
                 if name not in self.names():
                     raise HTTPException(404, f"no study '{name}' in "
-                                        f"{st.redact(self.config.storage)}")
+                                        f"{db.redact(self.config.storage)}")
                 cs = self._studies[name] = st.load(name, self.config.storage)
             return cs
 
     def check_workers(self, workers: int) -> None:
         if workers > self.config.max_workers:
             raise HTTPException(400, f"workers: at most {self.config.max_workers} per request")
-        if workers > 1 and st._storage.sqlite_path(self.config.storage) is not None:
+        if workers > 1 and db.sqlite_path(self.config.storage) is not None:
             raise HTTPException(400, f"workers: {workers} asked, but the study database is a "
                                 "SQLite file, which takes one worker; start the service with "
                                 "--storage postgresql+psycopg://user@host/db for several")
 
     def complete(self, name: str) -> int:
         """Finished trials of a study (one grouped count, not every trial)."""
-        return int(st.summaries(self.config.storage, name)[0]["states"].get("COMPLETE", 0))
+        return int(db.summaries(self.config.storage, name)[0]["states"].get("COMPLETE", 0))
 
     def progress(self, name: str, complete: int) -> dict[str, Any]:
         run = self.pool.describe(name)

@@ -1,18 +1,10 @@
-"""Optuna studies: storage, objectives, the Pareto front."""
+"""Optuna studies: creation and loading, the objective, the run, the Pareto front."""
+
 
 from canao.candidate import CANDIDATE_FILE, candidate_key
-from canao.study._listing import summaries
 from canao.study._objective import Objective, artifact_dir, tuning_dir
 from canao.study._run import Terminated, run
 from canao.study._setup import SearchPlan, plan_search, with_task
-from canao.study._storage import (
-    DEFAULT_STORAGE,
-    Heartbeat,
-    open_storage,
-    redact,
-    sole_sqlite_worker,
-    storage_url,
-)
 from canao.study._study import (
     DIRECTIONS,
     OBJECTIVES,
@@ -23,6 +15,7 @@ from canao.study._study import (
     front,
     is_feasible,
     load,
+    quiet_optuna,
     recover_orphans,
     study_base_accuracy,
     trial_row,
@@ -35,9 +28,7 @@ __all__ = [
     "plan_search",
     "with_task",
     "CANDIDATE_FILE",
-    "DEFAULT_STORAGE",
     "DIRECTIONS",
-    "Heartbeat",
     "OBJECTIVES",
     "CanaoStudy",
     "Objective",
@@ -50,14 +41,10 @@ __all__ = [
     "front",
     "is_feasible",
     "load",
-    "open_storage",
+    "quiet_optuna",
     "recover_orphans",
-    "redact",
     "run",
-    "sole_sqlite_worker",
-    "storage_url",
     "study_base_accuracy",
-    "summaries",
     "trial_row",
     "tuning_dir",
     "violations",

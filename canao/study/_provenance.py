@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from canao.study._storage import engine_kwargs
+from canao.db import engine_kwargs
 from canao.targets import DeviceIdentity
 
 VERSION_TABLE = "canao_alembic_version"

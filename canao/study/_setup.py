@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from canao.compile import check_target, resolve_device
+from canao.db import Heartbeat
 from canao.space import Budgets, SearchSpace, check_task, parse_space
-from canao.study._storage import Heartbeat
 from canao.study._study import CanaoStudy, check_study_name, create, with_overrides
 from canao.targets import DeviceIdentity, TargetProfile
 

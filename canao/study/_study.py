@@ -15,12 +15,23 @@ from typing import Any, Literal
 import optuna
 
 from canao import __version__, _config
+from canao.db import Heartbeat, open_storage, redact
 from canao.errors import CanaoError, StorageError, TargetError
 from canao.space import Budgets, SearchSpace, parse_space
-from canao.study._storage import Heartbeat, open_storage, redact
 from canao.targets import DeviceIdentity, TargetProfile, parse_profile
 
 log = logging.getLogger(__name__)
+
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO, and canao reports trials itself: Optuna speaks at
+    WARNING unless canao's logging is at DEBUG (``canao -v``). Applied when this module is
+    first imported and again by each command line call."""
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.WARNING)
+
+
+quiet_optuna()
 
 OBJECTIVES = ("accuracy", "latency_ms", "memory_mb")
 DIRECTIONS: tuple[Literal["maximize", "minimize"], ...] = ("maximize", "minimize", "minimize")

@@ -22,13 +22,13 @@ def storage_url(url: str | None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
+    """The URL without its password, for messages and logs (``user:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = auth.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 def sqlite_path(url: str) -> Path | None:
