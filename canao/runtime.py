@@ -105,6 +105,9 @@ class CompiledModel:
             raise ExportError(f"{self.folder}: not a loadable compiled model: {e}") from e
         self.vm = relax.VirtualMachine(lib, self.device)
         self.params = [tvm.runtime.tensor(a, self.device) for a in arrays]
+        transform = self.meta.get("transform_params")
+        if transform:  # weights repacked for the CPU's int8 instructions, once, here
+            self.params = list(self.vm[transform](self.params))
         self.input_shape = tuple(self.meta["input_shape"])
         self.input_dtype = self.meta["input_dtype"]
         # A local call binds its arguments once: the VM keeps a closure over one input

@@ -112,29 +112,3 @@ def test_search_resume_export_predict(tmp_path: Path) -> None:
     code, text = run_cli("predict", str(out))
     assert code == 2 and "params.npz does not match its checksum" in text
 
-
-@pytest.mark.slow
-def test_default_profile_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """host-cpu as shipped: the search tunes at tuned-8, export rebuilds at final-64, and the
-    bundle runs in a process without torch; a fresh tuning database, so both really tune."""
-    monkeypatch.setenv("CANAO_TUNING_DIR", str(tmp_path / "tuning"))
-    url = f"sqlite:///{tmp_path / 'canao.db'}"
-    code, text = run_cli("-q", "search", "--space", str(TINY_SPACE), "--target", "host-cpu",
-                         "--study", "default", "--trials", "1", "--seed", "3",
-                         "--artifacts", str(tmp_path / "art"), "--storage", url)
-    assert code == 0, text
-    trial = optuna.load_study(study_name="default", storage=url).trials[0]
-    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("error")
-    assert trial.user_attrs["fidelity"] == "tuned-8"
-
-    out = tmp_path / "bundle"
-    code, text = run_cli("-q", "export", "--study", "default", "--trial", "0", "--out", str(out),
-                         "--storage", url)
-    assert code == 0, text
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["fidelity"] == "final-64" and metrics["searched"]["fidelity"] == "tuned-8"
-    assert metrics["tuning"]["tuned_tasks"] > 0, metrics["tuning"]
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert f"accuracy {metrics['test_accuracy']:.4f} on 360 samples" in proc.stdout

@@ -9,6 +9,7 @@ outside the checkout.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -136,12 +137,29 @@ def test_installed_canao_lists_and_names_the_shipped_files(installed: Installed)
 
 
 @pytest.mark.slow
-def test_installed_canao_searches_by_shipped_names(installed: Installed) -> None:
+def test_installed_canao_runs_the_default_profile_path(installed: Installed) -> None:
+    """The shipped default profile (host-cpu, by name) end to end from the wheel: the search
+    tunes at tuned-8, export rebuilds at final-64 and checks the result against the searched
+    candidate, and the bundle predicts; a fresh tuning database, so both rungs really tune."""
     root = installed.root
-    proc = installed.canao("search", "--space", "vit_digits", "--target", "host-cpu",
-                           "--trials", "1", "--study", "install-check",
-                           "--storage", f"sqlite:///{root / 'x.db'}",
-                           "--artifacts", str(root / "art"), timeout=3600)
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-    assert "study 'install-check': 1 trial(s) finished in this run" in proc.stdout, proc.stdout
-    assert (root / "x.db").is_file()
+    tiny = Path(__file__).parent / "data" / "tiny_digits.yaml"
+    env = {**installed.env, "CANAO_TUNING_DIR": str(root / "tuning")}
+    common = ["--study", "default", "--storage", f"sqlite:///{root / 'x.db'}"]
+
+    def canao(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(installed.bin / "canao"), "-q", *args], capture_output=True,
+                              text=True, cwd=installed.work, env=env, timeout=1800)
+        assert proc.returncode == 0, f"{args[0]}:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    proc = canao("search", "--space", str(tiny), "--target", "host-cpu", "--trials", "1",
+                 "--seed", "3", "--artifacts", str(root / "art"), *common)
+    assert "1 trial(s) finished in this run" in proc.stdout, proc.stdout
+    assert "rung 'tuned-8'" in proc.stdout, proc.stdout
+    out = root / "bundle"
+    canao("export", "--trial", "0", "--out", str(out), *common)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fidelity"] == "final-64" and metrics["searched"]["fidelity"] == "tuned-8"
+    assert metrics["tuning"]["tuned_tasks"] > 0, metrics["tuning"]
+    proc = canao("predict", str(out))
+    assert f"accuracy {metrics['test_accuracy']:.4f} on 360 samples" in proc.stdout, proc.stdout

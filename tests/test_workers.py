@@ -163,10 +163,9 @@ def test_ctrl_c_swallowed_by_native_code_still_stops_the_run(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Code that consumes the KeyboardInterrupt (native code polling Python's signals
     mid-call) must not let the run go on: canao remembers the Ctrl-C, fails the trial, stops."""
-    import canao.compile
+    import canao.candidate._build as build  # where the one build path calls the compiler
 
-
-    real = canao.compile.compile_and_measure
+    real = build.compile_and_measure
 
     def swallowing(*args, **kwargs):
         try:
@@ -177,7 +176,7 @@ def test_ctrl_c_swallowed_by_native_code_still_stops_the_run(tmp_path: Path,
             pass  # what a native library that eats the interrupt does
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(canao.compile, "compile_and_measure", swallowing)
+    monkeypatch.setattr(build, "compile_and_measure", swallowing)
     url = f"sqlite:///{tmp_path / 'canao.db'}"
     # Python's own handler, as in a terminal (pytest may run with SIGINT ignored, as a
     # background job of a script does: then a search leaves it ignored).

@@ -60,6 +60,8 @@ def _print_front(rows: list[dict[str, Any]]) -> None:
         arch = ArchConfig.from_dict(r["arch"]).describe() if r["arch"] else "?"
         if r.get("reference"):
             arch += f"  (hand-designed: {r['reference']})"
+        if "int8-dynamic" in arch:  # whether its matmuls ran on a dot-product instruction
+            arch += "  [int8 tensorised]" if r.get("int8_tensorised") else "  [int8 in int32]"
         click.echo(f"{r['trial']:>5}  {r['accuracy']:>8.4f}  {r['latency_ms']:>10.4f}  "
                    f"{r['memory_mb']:>9.4f}  {arch}")
 

@@ -19,8 +19,16 @@ from tvm.relax import pipeline as relax_pipeline
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.onnx import from_onnx
 
+from canao.compile._int8 import (
+    TRANSFORM_PARAMS,
+    dot_product_instructions,
+    integer_matmuls,
+    lift_weight_transforms,
+    schedule_int8_kernels,
+)
 from canao.compile._request import TuningRequest
 from canao.compile._tune import tune_and_apply
+from canao.compile._x86 import int8_intrinsic
 from canao.errors import TargetError
 from canao.runtime import LIB_FILE, PARAMS_FILE, save_params
 from canao.targets import RemoteConfig
@@ -106,11 +114,18 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
     t0 = time.perf_counter()
     target = resolve_target(target_spec)
     mod, params = import_onnx(onnx_path)
+    intrinsic = int8_intrinsic(compiled_features(target))
+    mod, integer = integer_matmuls(mod, intrinsic[1] if intrinsic else 0)
+    if integer:
+        mod = lift_weight_transforms(mod)
+    if integer and intrinsic and tuning is None:  # a tuned build schedules them measured
+        mod = schedule_int8_kernels(mod, *intrinsic)
     t_import = time.perf_counter() - t0
     workspace = planned_workspace_bytes(mod, target)
     tune_stats: dict[str, Any] = {}
     if tuning is not None:
-        mod, tune_stats = tune_and_apply(mod, target, tuning, rpc=rpc, report=report)
+        mod, tune_stats = tune_and_apply(mod, target, tuning, rpc=rpc, report=report,
+                                         int8=intrinsic[0] if intrinsic else "")
     t1 = time.perf_counter()
     executable = tvm.compile(mod, target=target)
     if cc:
@@ -120,6 +135,7 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
     else:
         executable.export_library(str(out_dir / LIB_FILE))
     save_params(out_dir / PARAMS_FILE, params)
+    dots = dot_product_instructions(executable) if integer else {}
     return {
         "target": str(target),
         "param_bytes": int(sum(p.nbytes for p in params)),
@@ -132,4 +148,9 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
         "tvm_version": tvm.__version__,
         "features": list(compiled_features(target)),
         "tuning": tune_stats,
+        # int8 computed with a u8 x s8 dot-product instruction, read from the built code
+        "int8": {"integer_matmuls": integer, "instructions": dots,
+                 "tensorised": bool(integer) and any(dots.values())},
+        # run once on the stored parameters when the library is loaded (see canao.runtime)
+        "transform_params": TRANSFORM_PARAMS if integer else None,
     }

@@ -44,7 +44,9 @@ from tvm.s_tir.meta_schedule.builder import local_builder as _lb
 from canao._locks import file_lock
 from canao.compile import STALLED_EXIT
 from canao.compile._database import ATTEMPTED, LOCK, RECORDS, STALLED, WORKLOADS
+from canao.compile._int8 import INT8_KERNEL
 from canao.compile._request import TuningRequest
+from canao.compile._x86 import int8_space
 from canao.targets import RemoteConfig
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def database_digest(db_dir: Path) -> str:
 
 
 def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningRequest, *,
-                   rpc: RemoteConfig | None = None, seed: int = 0,
+                   rpc: RemoteConfig | None = None, seed: int = 0, int8: str = "",
                    report: Callable[[str], None] = lambda line: None,
                    ) -> tuple[tvm.IRModule, dict[str, Any]]:
     """Tune the workloads of ``mod`` the shared database lacks, then apply the database.
@@ -109,6 +111,8 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
             ``task_timeout_s`` (one workload's, or one batch of data-movement workloads',
             tuning that runs longer is recorded as stalled and ends this process, see above).
         rpc: a profile's ``rpc`` block: schedules are then timed on that remote device.
+        int8: the target's u8 x s8 dot-product intrinsic (:mod:`canao.compile._x86`): the
+            packed integer matmuls are tuned in a design space tensorised with it.
         report: told what is being tuned and about how long is left, before each workload.
 
     Returns:
@@ -146,16 +150,21 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
             # one copy cannot be replayed on the stored one.
             todo = [(_task_key(t, target), _as_stored(t, db)) for t in missing]
             light = [(k, t) for k, t in todo if _flops(t) == 0]
-            heavy = [(k, t) for k, t in todo if _flops(t) > 0]
+            packed = [(k, t) for k, t in todo if int8 and INT8_KERNEL in t.task_name]
+            heavy = [(k, t) for k, t in todo if _flops(t) > 0 and (k, t) not in packed]
             runner = _runner(tuning, rpc)
             stats["runner_start_s"] = time.perf_counter() - t0
             trials = 0
-            for label, group, per_task in (("light", light, 1), ("heavy", heavy, trials_per_task)):
+            for label, group, per_task, space in (
+                    ("light", light, 1, "post-order-apply"),
+                    ("heavy", heavy, trials_per_task, "post-order-apply"),
+                    ("int8", packed, trials_per_task, int8_space(int8) if packed else None)):
                 if not group:
                     continue
                 tg = time.perf_counter()
                 ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    [t for _, t in group], str(work), seed=seed, num_threads=NUM_SEARCH_THREADS,
+                    [t for _, t in group], str(work), space=space, seed=seed,
+                    num_threads=NUM_SEARCH_THREADS,
                     strategy=ms.search_strategy.EvolutionarySearch(
                         population_size=POPULATION, genetic_num_iters=2))
                 # Compute workloads one at a time, so a stall names its workload;
@@ -178,7 +187,8 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
                                       builder=InProcessBuilder(), runner=runner, database=db)
                 trials += per_task * len(group)
                 stats[f"{label}_s"] = time.perf_counter() - tg
-            stats.update(tuned_tasks=len(missing), heavy_tasks=len(heavy), trials=trials,
+            stats.update(tuned_tasks=len(missing), heavy_tasks=len(heavy), int8_tasks=len(packed),
+                         trials=trials,
                          tuning_s=time.perf_counter() - t0)
             for t in missing:
                 attempted[_task_key(t, target)] = trials_per_task

@@ -51,6 +51,7 @@ def run(req: BuildRequest) -> dict[str, Any]:
     meta = {"input_name": req.input_name, "input_shape": list(req.input_shape),
             "input_dtype": req.input_dtype, "target": req.target,
             "tvm_version": info["tvm_version"], "features": info["features"],
+            "transform_params": info.get("transform_params"),
             "device": req.device_identity.to_dict() if req.device_identity else None}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
 

@@ -127,6 +127,7 @@ class Objective:
             "device_key": self.device.key,
             "machine": result["machine"], "tuning": result.get("tuning", {}),
             "cache_hit": hit, "build_s": elapsed,
+            "int8_tensorised": result.get("int8", {}).get("tensorised", False),
             "timings_s": {**record["timings_s"], "import": result["import_s"],
                           "compile": result["compile_s"], "measure": result["measure_s"]},
         }.items():

@@ -294,5 +294,6 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     acc, lat, mem = t.values
     return {"trial": t.number, "accuracy": acc, "latency_ms": lat, "memory_mb": mem,
             "arch": t.user_attrs.get("arch"), "fidelity": t.user_attrs.get("fidelity"),
-            "reference": t.user_attrs.get("reference")}
+            "reference": t.user_attrs.get("reference"),
+            "int8_tensorised": t.user_attrs.get("int8_tensorised")}
 
