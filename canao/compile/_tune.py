@@ -21,15 +21,11 @@ parent builds again, and every later build leaves that workload to TVM's default
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +38,10 @@ from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.builder import local_builder as _lb
 
 from canao._locks import file_lock
-from canao.compile import STALLED_EXIT
 from canao.compile._database import ATTEMPTED, LOCK, RECORDS, STALLED, WORKLOADS
 from canao.compile._int8 import INT8_KERNEL
 from canao.compile._request import TuningRequest
+from canao.compile._watchdog import watchdog
 from canao.compile._x86 import int8_space
 from canao.targets import RemoteConfig
 
@@ -177,7 +173,7 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
                     report(f"tuning {label} workloads: {b + 1}/{len(batches)} "
                            f"({group[idx[0]][1].task_name}{'...' if len(idx) > 1 else ''})"
                            f"{left}")
-                    with _watchdog(db_dir, {group[i][0]: group[i][1].task_name for i in idx},
+                    with watchdog(db_dir, {group[i][0]: group[i][1].task_name for i in idx},
                                    task_timeout_s):
                         ms.tune_tasks(tasks=[ctxs[i] for i in idx],
                                       task_weights=[weights[i] for i in idx],
@@ -231,36 +227,6 @@ def _task_key(task: Any, target: tvm.target.Target) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-@contextlib.contextmanager
-def _watchdog(db_dir: Path, tasks: dict[str, str], timeout_s: float) -> Iterator[None]:
-    """End this process if tuning ``tasks`` (key -> name) outlasts ``timeout_s``.
-
-    TVM's calls release the GIL, so the timer thread runs while a build loops in C++. It
-    records the workloads in ``stalled.json`` (the caller holds the database lock, which
-    the kernel drops with the process) and exits with :data:`STALLED_EXIT`.
-    """
-    def stalled() -> None:
-        path = db_dir / STALLED
-        record = _read_json(path)
-        for key, name in tasks.items():
-            record[key] = {"task": name, "timeout_s": timeout_s, "at": time.time()}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=0, sort_keys=True))
-        os.replace(tmp, path)
-        print(f"tuning of {', '.join(sorted(tasks.values()))} ran past {timeout_s:g} s "
-              "(tuning.task_timeout_s): left to TVM's default schedule from now on",
-              file=sys.stderr, flush=True)
-        os._exit(STALLED_EXIT)
-
-    timer = threading.Timer(timeout_s, stalled)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
 
 
 def _as_stored(task: Any, db: Any) -> Any:

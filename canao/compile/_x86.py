@@ -27,80 +27,56 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.script import tirx as T
 
 
-def _description(lanes: int) -> Any:
+def _intrinsic(lanes: int, kind: str, madd_ub: str = "", madd_wd: str = "") -> Any:
+    """One side of an intrinsic at ``lanes`` int32 outputs (``kind`` is read when the script
+    is parsed): ``desc``, the computation a tensorised block must match; ``vnni``, one
+    ``vpdpbusd``; ``pairs``, ``vpmaddubsw`` (u8 x s8 pairs -> saturating s16, ``madd_ub``)
+    then ``vpmaddwd`` (s16 pairs -> i32, ``madd_wd``)."""
+    n_bytes, n_words = 4 * lanes, 2 * lanes
+
     @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+    def func(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
         B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
         C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-    return desc
-
-
-@T.prim_func(s_tir=True)
-def _vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (16,), "int32", offset_factor=1)
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")  # the four activations
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"), T.reinterpret(T.broadcast(word, 16), dtype="uint8x64"),
-            B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
-
-
-@T.prim_func(s_tir=True)
-def _avx512bw(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (16,), "int32", offset_factor=1)
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        pairs = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddubs.w.512"),
-            T.reinterpret(T.broadcast(word, 16), dtype="uint8x64"),
-            B.vload([0, 0], dtype="int8x64"), dtype="int16x32")
-        C[T.ramp(T.int32(0), 1, 16)] += T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.pmaddw.d.512"),
-            pairs, T.broadcast(T.int16(1), 32), dtype="int32x16")
-
-
-@T.prim_func(s_tir=True)
-def _avx2(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-    B = T.match_buffer(b, (8, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (8,), "int32", offset_factor=1)
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        pairs = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
-            T.reinterpret(T.broadcast(word, 8), dtype="uint8x32"),
-            B.vload([0, 0], dtype="int8x32"), dtype="int16x16")
-        C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-            pairs, T.broadcast(T.int16(1), 16), dtype="int32x8")
+            if kind == "desc":
+                for i in T.serial(0, lanes):
+                    for k in T.serial(0, 4):
+                        with T.sblock("update"):
+                            vi, vk = T.axis.remap("SR", [i, k])
+                            C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            elif kind == "vnni":
+                word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")  # four activations
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                    C.vload([0], dtype=f"int32x{lanes}"),
+                    T.reinterpret(T.broadcast(word, lanes), dtype=f"uint8x{n_bytes}"),
+                    B.vload([0, 0], dtype=f"int8x{n_bytes}"), dtype=f"int32x{lanes}")
+            else:
+                word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+                pairs = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(madd_ub),
+                    T.reinterpret(T.broadcast(word, lanes), dtype=f"uint8x{n_bytes}"),
+                    B.vload([0, 0], dtype=f"int8x{n_bytes}"), dtype=f"int16x{n_words}")
+                C[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(madd_wd), pairs, T.broadcast(T.int16(1), n_words),
+                    dtype=f"int32x{lanes}")
+    return func
 
 
 # name, LLVM feature that enables it, lanes; the first a target has is used
-INTRINSICS = (("canao_dot_16x4_vnni", "avx512vnni", 16, _vnni),
-              ("canao_dot_16x4_avx512bw", "avx512bw", 16, _avx512bw),
-              ("canao_dot_8x4_avx2", "avx2", 8, _avx2))
+INTRINSICS = (
+    ("canao_dot_16x4_vnni", "avx512vnni", 16, _intrinsic(16, "vnni")),
+    ("canao_dot_16x4_avx512bw", "avx512bw", 16, _intrinsic(
+        16, "pairs", "llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")),
+    ("canao_dot_8x4_avx2", "avx2", 8, _intrinsic(
+        8, "pairs", "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")),
+)
 for _name, _feature, _lanes, _impl in INTRINSICS:
-    TensorIntrin.register(_name, _description(_lanes), _impl, override=True)
+    TensorIntrin.register(_name, _intrinsic(_lanes, "desc"), _impl, override=True)
 
 
 def int8_intrinsic(features: Sequence[str]) -> tuple[str, int] | None:
