@@ -125,17 +125,18 @@ def time_all(plan: dict[str, Any], threads: int, rounds: int, inner: int) -> dic
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
         sess = ort.InferenceSession(m["onnx"], so, providers=["CPUExecutionProvider"])
         untuned, tuned = CompiledModel(m["untuned_dir"]), CompiledModel(m["tuned_dir"])
-        xt, xu, xtv = torch.from_numpy(x), untuned.tensor(x), tuned.tensor(x)
 
-        def run_torch(net=net, xt=xt) -> None:
+        def run_torch(net=net, x=x) -> None:
             with torch.inference_mode():
-                net(xt)
+                net(torch.from_numpy(x)).numpy()
 
+        # Every engine does a user's per-call work: a numpy array in, a numpy array out
+        # (canao through its runtime, as an exported bundle is called).
         engines[m["name"]] = {
             "onnxruntime": lambda sess=sess, x=x: sess.run(None, {"input": x}),
             "torch": run_torch,
-            "tvm_untuned": lambda u=untuned, xu=xu: u.vm["main"](xu, *u.params),
-            "tvm_tuned": lambda t=tuned, xtv=xtv: t.vm["main"](xtv, *t.params),
+            "tvm_untuned": lambda u=untuned, x=x: u.run(x),
+            "tvm_tuned": lambda t=tuned, x=x: t.run(x),
         }
     samples = {name: interleaved_ms(es, rounds=rounds, inner=inner)
                for name, es in engines.items()}
@@ -150,6 +151,9 @@ def report(plan: dict[str, Any], timings: list[dict[str, Any]], out: Path, cmd: 
              f"Machine: {describe_machine()['cpu']}, {os.cpu_count()} cores (shared, noisy).",
              f"Study `{plan['study']}`, target profile `{plan['profile']['name']}` "
              f"(`{json.dumps(plan['profile']['target'])}`).", "",
+             "Every engine is called as a user calls it: a numpy array in, a numpy array out "
+             "(TVM through `canao.runtime.CompiledModel.run`, ONNX Runtime's `sess.run`, "
+             "PyTorch eager with `torch.from_numpy` and `.numpy()`). "
              "Each figure is the median over interleaved rounds of a per-round median "
              "(5 batches of repeated calls, batch size 1). Ratios are to ONNX Runtime "
              "measured in the same round, then the median over rounds; below 1.0 is faster "
