@@ -9,9 +9,9 @@ of that ONNX (``quantize_dynamic``, per-channel, ``reduce_range``: the same 7-bi
 range as canao's). Every engine is called as a user calls it, numpy in and numpy out
 (``CompiledModel.run``, ``InferenceSession.run``), 1 thread, in interleaved rounds.
 
-    python benchmarks/int8.py [--layers 2] [--rounds 7] [--work DIR]
+    python benchmarks/int8.py [--layers 2] [--rounds 7] [--cpu znver3] [--work DIR]
 
-writes ``benchmarks/int8.md`` and ``benchmarks/int8.json``.
+writes ``benchmarks/int8.md`` (``int8-CPU.md`` with ``--cpu``) and its JSON beside it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     from canao.targets import load_profile
 
     profile = load_profile("host-cpu")
-    device = resolve_device(profile)
+    device = resolve_device(profile, mcpu=args.cpu)  # None: this machine's CPU
     work = Path(args.work)
     db = work / "tuning"
     db.mkdir(parents=True, exist_ok=True)
@@ -148,15 +148,19 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--inner", type=int, default=20)
-    ap.add_argument("--work", default="canao_artifacts/benchmark-int8")
+    ap.add_argument("--cpu", help="build for this LLVM CPU (e.g. znver3: the AVX2 path) "
+                    "instead of this machine's; it must be able to run it")
+    ap.add_argument("--work")
     args = ap.parse_args()
+    args.work = args.work or "canao_artifacts/benchmark-int8" + (f"-{args.cpu}" if args.cpu else "")
     os.environ.setdefault("TVM_NUM_THREADS", "1")
     plan = build(args)
     timing = time_all(plan, args.rounds, args.inner)
     cmd = "python benchmarks/int8.py " + " ".join(sys.argv[1:])
     text = report(plan, timing, cmd)
-    (HERE / "int8.md").write_text(text)
-    (HERE / "int8.json").write_text(json.dumps({"plan": plan, "timing": timing}, indent=2))
+    stem = f"int8-{args.cpu}" if args.cpu else "int8"
+    (HERE / f"{stem}.md").write_text(text)
+    (HERE / f"{stem}.json").write_text(json.dumps({"plan": plan, "timing": timing}, indent=2))
     print(text)
 
 

@@ -55,8 +55,6 @@ def resolve_device(profile: TargetProfile, *, mcpu: str | None = None) -> Device
     return resolve(profile, mcpu=mcpu)
 
 
-
-
 def tuning_root() -> Path:
     """Where the per-device tuning databases live: ``$CANAO_TUNING_DIR``, else the cache's."""
     env = os.environ.get("CANAO_TUNING_DIR")
