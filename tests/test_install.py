@@ -142,7 +142,11 @@ def test_installed_canao_runs_the_default_profile_path(installed: Installed) -> 
     tunes at tuned-8, export rebuilds at final-64 and checks the result against the searched
     candidate, and the bundle predicts; a fresh tuning database, so both rungs really tune."""
     root = installed.root
-    tiny = Path(__file__).parent / "data" / "tiny_digits.yaml"
+    # The smallest model of the tiny space: the path, not the model, is under test.
+    tiny = root / "smallest.yaml"
+    tiny.write_text((Path(__file__).parent / "data" / "tiny_digits.yaml").read_text()
+                    .replace("layers: [1, 2]", "layers: [1]").replace("heads: [1, 2]", "heads: [1]")
+                    .replace("ffn: [16, 32, 64]", "ffn: [16]").replace("hidden: [16, 32]", "hidden: [16]"))
     env = {**installed.env, "CANAO_TUNING_DIR": str(root / "tuning")}
     common = ["--study", "default", "--storage", f"sqlite:///{root / 'x.db'}"]
 
