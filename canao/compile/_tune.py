@@ -39,7 +39,7 @@ from tvm.s_tir.meta_schedule.builder import local_builder as _lb
 
 from canao._locks import file_lock
 from canao.compile._database import ATTEMPTED, LOCK, RECORDS, STALLED, WORKLOADS
-from canao.compile._int8 import INT8_KERNEL
+from canao.compile._int8 import INT8_KERNEL, TRANSFORM_PARAMS
 from canao.compile._request import TuningRequest
 from canao.compile._watchdog import watchdog
 from canao.compile._x86 import int8_space
@@ -119,7 +119,11 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
     trials_per_task, trials_per_iter = tuning.trials_per_task, tuning.trials_per_iter
     task_timeout_s = tuning.task_timeout_s
     prepared = prepare(mod, target)
-    tasks = ms.relax_integration.extract_tasks(prepared, target)
+    # Workloads only the load-time weight transform calls (an int8 build's packing and column
+    # sums, run once per process) are not worth tuning: TVM's default schedule serves them.
+    load_only = _called(prepared, TRANSFORM_PARAMS) - _called(prepared, "main")
+    tasks = [t for t in ms.relax_integration.extract_tasks(prepared, target)
+             if t.task_name not in load_only]
     with file_lock(db_dir / LOCK):
         db = open_database(db_dir)
         attempted = _read_json(db_dir / ATTEMPTED)
@@ -197,6 +201,22 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
     if unapplied is not None:
         stats["fallback"] = unapplied
     return applied, stats
+
+
+def _called(mod: tvm.IRModule, function: str) -> set[str]:
+    """Names of the TIR functions ``function`` (a Relax function of ``mod``) calls."""
+    names: set[str] = set()
+    if function not in [gv.name_hint for gv in mod.get_global_vars()]:
+        return names
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, relax.Call):
+            for arg in expr.args:
+                if isinstance(arg, tvm.ir.GlobalVar):
+                    names.add(arg.name_hint)
+
+    relax.analysis.post_order_visit(mod[function], visit)
+    return names
 
 
 def _flops(task: Any) -> float:
