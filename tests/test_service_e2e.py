@@ -123,10 +123,13 @@ def test_a_killed_worker_is_reported_and_the_study_completes(postgres_url: str,
         assert killed and killed[0]["state"] == "killed" and killed[0]["signal"] == "SIGKILL", run
         assert any(e["event"] == "killed" and e["pid"] == victim for e in run["events"]), run
         assert run["rounds"] >= 1 and any(e["event"] == "replacing" for e in run["events"]), run
-        # Every trial asked for is COMPLETE; the victim's trial, if it had one, failed.
+        # Every trial asked for is COMPLETE. The victim's trial, if it had one, is failed by
+        # the first worker to start a trial after --grace-s; when the replacement started its
+        # trials sooner, no worker did, and it is left RUNNING (stale) for the next one.
         assert done["progress"]["complete"] == run["goal"] == 3, run
         states = _states(postgres_url, name)
-        assert states.get("COMPLETE") == 3 and "RUNNING" not in states, (states, run)
+        assert states.get("COMPLETE") == 3, (states, run)
+        assert states.get("RUNNING", 0) + states.get("FAIL", 0) <= 1, (states, run)
         assert "killed by SIGKILL" in server.log.read_text()
     finally:
         server.stop()
