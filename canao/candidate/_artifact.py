@@ -35,11 +35,12 @@ REFERENCE_SAMPLES = 16  # validation inputs whose compiled outputs are checked a
 
 
 def candidate_key(base_key: str, arch: ArchConfig, candidate: CandidateSpec,
-                  profile: TargetProfile, device: DeviceIdentity) -> str:
+                  profile: TargetProfile, device: DeviceIdentity, stage: str = "") -> str:
     """Content key of a measured candidate: same key, same model, build and measurement.
 
     It covers what determines the result: the base (task data, shape, recipe), the
-    architecture, the candidate recipe (importance, recovery), the resolved device (target
+    architecture, the candidate recipe (importance, source, recovery), the accuracy
+    fidelity ``stage`` (``inherited``, ``recovered-N``), the resolved device (target
     with its CPU, features, CPU model, threads, TVM and LLVM versions), the timing protocol
     and tuning rung, and the canao version. "host" is never in it. The tuning database is
     not: a candidate's workloads are tuned (or found tuned) when it is first built and are
@@ -48,6 +49,7 @@ def candidate_key(base_key: str, arch: ArchConfig, candidate: CandidateSpec,
     """
     blob = json.dumps({
         "base": base_key, "arch": arch.to_dict(), "candidate": _config.to_dict(candidate),
+        "stage": stage,
         "device": device.to_dict(), "measure": _config.to_dict(profile.measure),
         "fidelity": fidelity(profile)[0], "canao": __version__, "recipe": CANDIDATE_RECIPE,
     }, sort_keys=True)

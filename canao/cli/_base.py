@@ -53,7 +53,9 @@ def _print_front(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("(no finished trials)")
         return
-    click.echo(f"{'trial':>5}  {'accuracy':>8}  {'latency_ms':>10}  {'memory_mb':>9}  architecture")
+    # The accuracy's fidelity: inherited from the supernet, or after N recovery steps.
+    click.echo(f"{'trial':>5}  {'accuracy':>8}  {'accuracy_at':<13}  {'latency_ms':>10}  "
+               f"{'memory_mb':>9}  architecture")
     from canao.space import ArchConfig
 
     for r in rows:
@@ -62,7 +64,8 @@ def _print_front(rows: list[dict[str, Any]]) -> None:
             arch += f"  (hand-designed: {r['reference']})"
         if "int8-dynamic" in arch:  # whether its matmuls ran on a dot-product instruction
             arch += "  [int8 tensorised]" if r.get("int8_tensorised") else "  [int8 in int32]"
-        click.echo(f"{r['trial']:>5}  {r['accuracy']:>8.4f}  {r['latency_ms']:>10.4f}  "
+        at = r.get("accuracy_fidelity") or "-"
+        click.echo(f"{r['trial']:>5}  {r['accuracy']:>8.4f}  {at:<13}  {r['latency_ms']:>10.4f}  "
                    f"{r['memory_mb']:>9.4f}  {arch}")
 
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from canao.models import Encoder
+from canao.models import Encoder, EncoderConfig
 from canao.models.encoder import Block
 from canao.space import ArchConfig
 
@@ -92,54 +92,67 @@ def choose(model: Encoder, arch: ArchConfig, scores: dict[str, Any] | None = Non
     return Kept(layers, heads, ffn, _top(s["hidden"], arch.hidden))
 
 
+def sub_state(model: Encoder, kept: Kept) -> dict[str, torch.Tensor]:
+    """The tensors of the sub-network ``kept`` selects, named as in a smaller encoder.
+
+    The units are taken in the order ``kept`` lists them (slicing lists them ascending; the
+    supernet's reordering lists them by importance). The tensors index ``model``'s
+    parameters, so gradients flow back to them (the supernet trains through this); detach
+    them to build a standalone model.
+    """
+    c = model.config
+    p = dict(model.named_parameters())
+    d = torch.tensor(kept.hidden)
+    s: dict[str, torch.Tensor] = {"pos": p["pos"][..., d], "head.weight": p["head.weight"][:, d],
+                                  "head.bias": p["head.bias"]}
+    if c.frontend == "patch":  # conv weight (hidden, C, p, p)
+        s.update({"embed.weight": p["embed.weight"][d], "embed.bias": p["embed.bias"][d],
+                  "cls": p["cls"][..., d]})
+    else:  # embedding table (vocab, hidden)
+        s["embed.weight"] = p["embed.weight"][:, d]
+    for norm in ("ln_f", "emb_norm"):
+        if getattr(model, norm) is not None:
+            s.update({f"{norm}.weight": p[f"{norm}.weight"][d], f"{norm}.bias": p[f"{norm}.bias"][d]})
+    if model.pooler is not None:
+        s.update({"pooler.weight": p["pooler.weight"][d][:, d], "pooler.bias": p["pooler.bias"][d]})
+    for j, (i, hs, fs) in enumerate(zip(kept.layers, kept.heads, kept.ffn)):
+        src, dst = f"blocks.{i}.", f"blocks.{j}."
+        # Rows of q/k/v (and columns of o) that belong to the kept heads.
+        inner = torch.tensor([h * c.head_dim + k for h in hs for k in range(c.head_dim)],
+                             dtype=torch.long)
+        f = torch.tensor(fs, dtype=torch.long)
+        for name in ("q", "k", "v"):
+            s[f"{dst}attn.{name}.weight"] = p[f"{src}attn.{name}.weight"][inner][:, d]
+            s[f"{dst}attn.{name}.bias"] = p[f"{src}attn.{name}.bias"][inner]
+        s[f"{dst}attn.o.weight"] = p[f"{src}attn.o.weight"][d][:, inner]
+        s[f"{dst}attn.o.bias"] = p[f"{src}attn.o.bias"][d]
+        s[f"{dst}fc1.weight"] = p[f"{src}fc1.weight"][f][:, d]
+        s[f"{dst}fc1.bias"] = p[f"{src}fc1.bias"][f]
+        s[f"{dst}fc2.weight"] = p[f"{src}fc2.weight"][d][:, f]
+        s[f"{dst}fc2.bias"] = p[f"{src}fc2.bias"][d]
+        for norm in ("ln1", "ln2"):
+            for part in ("weight", "bias"):
+                s[f"{dst}{norm}.{part}"] = p[f"{src}{norm}.{part}"][d]
+    return s
+
+
+def sub_config(model: Encoder, kept: Kept) -> EncoderConfig:
+    """The shape of the sub-network ``kept`` selects."""
+    return replace(model.config, hidden=len(kept.hidden), heads=tuple(map(len, kept.heads)),
+                   ffn=tuple(map(len, kept.ffn)))
+
+
+def extract(model: Encoder, kept: Kept) -> Encoder:
+    """A new, physically smaller encoder holding copies of the tensors ``kept`` selects."""
+    new = Encoder(sub_config(model, kept))
+    with torch.no_grad():
+        new.load_state_dict({k: v.detach().clone() for k, v in sub_state(model, kept).items()})
+    new.eval()
+    return new
+
+
 def slice_encoder(model: Encoder, arch: ArchConfig,
                   scores: dict[str, Any] | None = None) -> tuple[Encoder, Kept]:
     """A new, smaller encoder holding the selected slices of ``model``'s weights."""
     kept = choose(model, arch, scores)
-    c = model.config
-    new = Encoder(replace(c, hidden=arch.hidden, heads=arch.heads, ffn=arch.ffn))
-    d = torch.tensor(kept.hidden)
-    with torch.no_grad():
-        if c.frontend == "patch":
-            new_conv, conv = cast(nn.Conv2d, new.embed), cast(nn.Conv2d, model.embed)
-            assert new_conv.bias is not None and conv.bias is not None
-            assert new.cls is not None and model.cls is not None
-            new_conv.weight.copy_(conv.weight[d])  # (hidden, C, p, p)
-            new_conv.bias.copy_(conv.bias[d])
-            new.cls.copy_(model.cls[..., d])
-        else:
-            new_emb, emb = cast(nn.Embedding, new.embed), cast(nn.Embedding, model.embed)
-            new_emb.weight.copy_(emb.weight[:, d])  # (vocab, hidden)
-        new.pos.copy_(model.pos[..., d])
-        for name in ("ln_f", "emb_norm"):
-            if getattr(new, name) is not None:
-                _copy_norm(getattr(new, name), getattr(model, name), d)
-        if new.pooler is not None:
-            assert model.pooler is not None  # same style as new
-            new.pooler.weight.copy_(model.pooler.weight[d][:, d])
-            new.pooler.bias.copy_(model.pooler.bias[d])
-        new.head.weight.copy_(model.head.weight[:, d])
-        new.head.bias.copy_(model.head.bias)
-        for new_block, base_i, hs, fs in zip(new.blocks, kept.layers, kept.heads, kept.ffn):
-            nb, ob = cast(Block, new_block), cast(Block, model.blocks[base_i])
-            # Columns of q/k/v rows (and o columns) that belong to the kept heads.
-            inner = torch.tensor([h * c.head_dim + j for h in hs for j in range(c.head_dim)])
-            for name in ("q", "k", "v"):
-                src, dst = getattr(ob.attn, name), getattr(nb.attn, name)
-                dst.weight.copy_(src.weight[inner][:, d])
-                dst.bias.copy_(src.bias[inner])
-            nb.attn.o.weight.copy_(ob.attn.o.weight[d][:, inner])
-            nb.attn.o.bias.copy_(ob.attn.o.bias[d])
-            f = torch.tensor(fs)
-            nb.fc1.weight.copy_(ob.fc1.weight[f][:, d])
-            nb.fc1.bias.copy_(ob.fc1.bias[f])
-            nb.fc2.weight.copy_(ob.fc2.weight[d][:, f])
-            nb.fc2.bias.copy_(ob.fc2.bias[d])
-            _copy_norm(nb.ln1, ob.ln1, d)
-            _copy_norm(nb.ln2, ob.ln2, d)
-    return new, kept
-
-
-def _copy_norm(dst: torch.nn.LayerNorm, src: torch.nn.LayerNorm, d: torch.Tensor) -> None:
-    dst.weight.copy_(src.weight[d])
-    dst.bias.copy_(src.bias[d])
+    return extract(model, kept), kept

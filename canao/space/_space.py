@@ -135,10 +135,46 @@ class SlimmingSpec:
 
 
 @dataclass(frozen=True)
+class SupernetSpec:
+    """The elastic supernet a ``source: supernet`` space trains once per base and recipe.
+
+    Heads, FFN neurons and hidden channels are reordered by importance, so every candidate
+    is a prefix of each tensor (and its layers the most important ones); each step trains
+    the space's largest and smallest sub-networks and ``random_subnets`` drawn from it
+    (the sandwich rule), distilled from the base.
+    """
+
+    steps: int = 300  # optimiser steps; the one-off cost, stated in the study's record
+    batch_size: int = 64
+    lr: float = 5e-4
+    random_subnets: int = 2
+    distill_alpha: float = 0.0  # weight of the hard-label loss; the rest is distillation
+    temperature: float = 1.0
+    checkpoint_every: int = 50  # steps between resumable checkpoints
+    # Multi-fidelity: a candidate whose inherited-weight point is on the study's front so far
+    # is also recovered (``candidate.recovery``) and reports its recovered accuracy.
+    recover_front: bool = True
+
+    def __post_init__(self) -> None:
+        positive("candidate.supernet", self.steps, self.batch_size, self.lr, self.temperature,
+                 self.checkpoint_every)
+        if self.random_subnets < 0:
+            raise ValueError("'candidate.supernet.random_subnets' must be >= 0, got "
+                             f"{self.random_subnets}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"'candidate.supernet.distill_alpha' must lie in [0, 1], got "
+                             f"{self.distill_alpha}")
+
+
+@dataclass(frozen=True)
 class CandidateSpec:
     # Which units slicing keeps: weight magnitude, first-order Taylor, or slimming gates.
     importance: Literal["magnitude", "taylor", "gates"] = "magnitude"
+    # Where a candidate's weights come from: sliced from the base and recovered each
+    # (``slice``), or inherited from a supernet trained once (``supernet``).
+    source: Literal["slice", "supernet"] = "slice"
     recovery: RecoverySpec = field(default_factory=RecoverySpec)
+    supernet: SupernetSpec = field(default_factory=SupernetSpec)
     slimming: SlimmingSpec = field(default_factory=SlimmingSpec)
     taylor_batches: int = 20
     seed: int = 0

@@ -64,6 +64,14 @@ class Objective:
         # One ranking of the base's units serves every candidate of the study.
         self.scores, self.importance = importance_scores(
             self.base, self.base_info["key"], self.task.split("train"), cs.space.candidate)
+        self.supernet: Any = None
+        self.supernet_info: dict[str, Any] = {}
+        if cs.space.candidate.source == "supernet":
+            from canao.compress.supernet import load_or_train_supernet
+
+            self.supernet, self.supernet_info = load_or_train_supernet(
+                self.base, self.base_info["key"], self.scores, cs.space,
+                self.task.split("train"), self.task.split("validation"), self.teacher_logits())
         self.sentinel = Sentinel(cs, self.base,
                                  self.task.split("validation").x[:REFERENCE_SAMPLES],
                                  tuning_dir(cs))
@@ -101,37 +109,48 @@ class Objective:
             self._teacher_logits = predict_logits(self.base, self.task.split("train").x)
         return self._teacher_logits
 
+    def stages(self) -> tuple[str, str | None]:
+        """The accuracy fidelity every candidate is built at, and the one a candidate on the
+        front is promoted to (None: no promotion)."""
+        c = self.cs.space.candidate
+        recovered = f"recovered-{c.recovery.steps}" if c.recovery.steps else "sliced"
+        if c.source == "slice":
+            return recovered, None
+        return "inherited", (recovered if c.supernet.recover_front and c.recovery.steps else None)
+
     def _evaluate(self, trial: optuna.Trial, arch: ArchConfig) -> tuple[float, float, float]:
         t0 = time.perf_counter()
-        key = candidate_key(self.base_info["key"], arch, self.cs.space.candidate,
-                            self.cs.profile, self.device)
-        cache = ArtifactCache(self.cs.artifacts / "cache")
-        trial.set_user_attr("artifact_key", key)
-        trial.set_user_attr("artifact_dir", str(cache.folder(key)))
-        with cache.entry(key) as (folder, found):
-            hit = found is not None
-            record = found if found is not None else self._build(arch, folder)
-            if not hit:
-                cache.store(folder, record)
+        first, promoted_to = self.stages()
+        record, hit, key, folder = self._artifact(trial, arch, first)
+        accuracies = {first: record["accuracy"]}
+        if promoted_to is not None and self._on_front(trial, record):
+            record, hit, key, folder = self._artifact(trial, arch, promoted_to)
+            accuracies[promoted_to] = record["accuracy"]
         elapsed = time.perf_counter() - t0
         result = record["result"]
         latency = result["latency"]
         memory_bytes = result["param_bytes"] + result["workspace_bytes"]
+        tuning = result.get("tuning", {})
         for k, value in {
             "fidelity": result["fidelity"], "latency": latency, "noisy": latency.get("noisy"),
+            "accuracy_fidelity": record["stage"], "accuracies": accuracies,
             "kept": record["kept"], "parameters": record["parameters"],
             "compression": record.get("compression"),
             "param_bytes": result["param_bytes"], "workspace_bytes": result["workspace_bytes"],
             "library_bytes": result["library_bytes"], "max_abs_error": result["max_abs_error"],
             "target": result["target"], "tvm_version": result["tvm_version"],
             "device_key": self.device.key,
-            "machine": result["machine"], "tuning": result.get("tuning", {}),
-            "cache_hit": hit, "build_s": elapsed,
+            "machine": result["machine"], "tuning": tuning,
+            "workloads": {"tasks": tuning.get("tasks", 0),
+                          "applied": tuning.get("covered_after", 0),
+                          "tuned": tuning.get("tuned_tasks", 0)},
+            "cache_hit": hit, "build_s": elapsed, "timings_s": record["timings_s"],
             "int8_tensorised": result.get("int8", {}).get("tensorised", False),
-            "timings_s": {**record["timings_s"], "import": result["import_s"],
-                          "compile": result["compile_s"], "measure": result["measure_s"]},
         }.items():
             trial.set_user_attr(k, value)
+        if self.supernet_info:
+            trial.set_user_attr("supernet", {k: self.supernet_info[k] for k in (
+                "key", "steps", "train_s", "trained_here", "resumed_from")})
         if self.cs.storage_url:
             p = self.cs.profile
             _provenance.record(
@@ -143,20 +162,53 @@ class Objective:
         if self.cs.budgets.active():
             trial.set_user_attr("violations", self.cs.budgets.violations(
                 *values, self.base_info["validation_accuracy"]))
-        tuned = result.get("tuning", {})
         if hit:
             log.info("trial %d %s: cache hit (%s), %.3f s", trial.number, arch.describe(), key,
                      elapsed)
-        log.info("trial %d %s: accuracy %.4f, %.4f ms (p95 %.4f, %s%s), %.3f MB%s",
-                 trial.number, arch.describe(), values[0], latency["median_ms"],
+        log.info("trial %d %s: accuracy %.4f (%s), %.4f ms (p95 %.4f, %s%s), %.3f MB%s",
+                 trial.number, arch.describe(), values[0], record["stage"], latency["median_ms"],
                  latency["p95_ms"], result["fidelity"], ", noisy" if latency.get("noisy") else "",
-                 values[2], "" if hit or not tuned else
-                 f"; tuned {tuned.get('tuned_tasks', 0)}/{tuned.get('tasks', 0)} workloads "
-                 f"in {tuned.get('tuning_s', 0):.1f} s")
+                 values[2], "" if hit or not tuning else
+                 f"; tuned {tuning.get('tuned_tasks', 0)}/{tuning.get('tasks', 0)} workloads "
+                 f"in {tuning.get('tuning_s', 0):.1f} s")
         return values
 
-    def _build(self, arch: ArchConfig, out: Path) -> dict[str, Any]:
-        """Slice, recover, apply the weight storage, evaluate; then the one build path."""
+    def _artifact(self, trial: optuna.Trial, arch: ArchConfig,
+                  stage: str) -> tuple[dict[str, Any], bool, str, Path]:
+        """The candidate's measured artifact at accuracy fidelity ``stage``, built or cached."""
+        key = candidate_key(self.base_info["key"], arch, self.cs.space.candidate,
+                            self.cs.profile, self.device, stage)
+        cache = ArtifactCache(self.cs.artifacts / "cache")
+        trial.set_user_attr("artifact_key", key)
+        trial.set_user_attr("artifact_dir", str(cache.folder(key)))
+        with cache.entry(key) as (folder, found):
+            record = found if found is not None else self._build(arch, folder, stage)
+            if found is None:
+                cache.store(folder, record)
+        return record, found is not None, key, folder
+
+    def _on_front(self, trial: optuna.Trial, record: dict[str, Any]) -> bool:
+        """Whether the candidate's first-fidelity point is non-dominated among the study's
+        finished trials' first-fidelity points (the multi-fidelity promotion rule)."""
+        first, _ = self.stages()
+        r = record["result"]
+        mine = (record["accuracy"], r["latency"]["median_ms"],
+                (r["param_bytes"] + r["workspace_bytes"]) / 1e6)
+        done = self.cs.study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.COMPLETE,))
+        for t in done:
+            acc = t.user_attrs.get("accuracies", {}).get(first)
+            if acc is None or t.number == trial.number:
+                continue
+            other = (acc, t.values[1], t.values[2])
+            if (other[0] >= mine[0] and other[1] <= mine[1] and other[2] <= mine[2]
+                    and other != mine):
+                return False
+        return True
+
+    def _build(self, arch: ArchConfig, out: Path, stage: str) -> dict[str, Any]:
+        """Slice or extract, recover, apply the weight storage, evaluate; then the one build
+        path. Every step's seconds are recorded."""
         import torch
 
         from canao.compress import slice_encoder, train
@@ -164,25 +216,45 @@ class Objective:
         from canao.models import predict_logits
 
         space, profile = self.cs.space, self.cs.profile
+        timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        model, kept = slice_encoder(self.base, arch, self.scores)
+        if self.supernet is not None:
+            from canao.compress.supernet import extract_subnet
+
+            model, kept = extract_subnet(self.supernet, self.supernet_info["layer_rank"], arch)
+            timings["extract"] = time.perf_counter() - t0
+        else:
+            model, kept = slice_encoder(self.base, arch, self.scores)
+            timings["slice"] = time.perf_counter() - t0
         rec = space.candidate.recovery
-        torch.manual_seed(space.candidate.seed)
-        train(model, self.task.split("train"), steps=rec.steps, batch_size=rec.batch_size,
-              lr=rec.lr, seed=space.candidate.seed, teacher=self.teacher_logits(),
-              alpha=rec.distill_alpha, temperature=rec.temperature)
-        self.check_interrupt()
+        if stage.startswith("recovered-"):
+            t0 = time.perf_counter()
+            torch.manual_seed(space.candidate.seed)
+            train(model, self.task.split("train"), steps=rec.steps, batch_size=rec.batch_size,
+                  lr=rec.lr, seed=space.candidate.seed, teacher=self.teacher_logits(),
+                  alpha=rec.distill_alpha, temperature=rec.temperature)
+            timings["recover"] = time.perf_counter() - t0
+            self.check_interrupt()
         # Weight storage (int8, clustering) is applied after recovery; the deployed module
         # computes exactly what the compiled graph does, so its accuracy is the compiled one.
+        t0 = time.perf_counter()
         deployed = deploy(model, arch.weights, arch.clusters)
         val = self.task.split("validation")
         acc = accuracy(predict_logits(deployed, val.x).numpy(), val.y)
+        timings["evaluate"] = time.perf_counter() - t0
         save_model(out, model, arch.weights, arch.clusters)
-        candidate_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         result = compile_model(deployed, out, profile, reference_x=val.x[:REFERENCE_SAMPLES],
                                device=self.device, db_dir=tuning_dir(self.cs))
-        return {"accuracy": acc, "kept": kept.to_dict(), "parameters": model.num_parameters(),
-                "arch": arch.to_dict(), "timings_s": {"candidate": candidate_s},
+        tune_s = result.get("tuning", {}).get("tuning_s", 0.0)
+        build_s = result["import_s"] + result["compile_s"]  # the tuning is timed apart
+        timings.update({
+            # ONNX export, reference outputs, the builder's start, workload extraction
+            "export": time.perf_counter() - t0 - build_s - tune_s - result["measure_s"],
+            "tune": tune_s, "build": build_s, "measure": result["measure_s"]})
+        return {"accuracy": acc, "stage": stage, "kept": kept.to_dict(),
+                "parameters": model.num_parameters(), "arch": arch.to_dict(),
+                "timings_s": timings,
                 "compression": {"weights": arch.weights, "clusters": arch.clusters,
                                 "block_weight_bytes": compressed_bytes(deployed)},
                 "result": result}

@@ -294,6 +294,7 @@ def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     acc, lat, mem = t.values
     return {"trial": t.number, "accuracy": acc, "latency_ms": lat, "memory_mb": mem,
             "arch": t.user_attrs.get("arch"), "fidelity": t.user_attrs.get("fidelity"),
+            "accuracy_fidelity": t.user_attrs.get("accuracy_fidelity"),
             "reference": t.user_attrs.get("reference"),
             "int8_tensorised": t.user_attrs.get("int8_tensorised")}
 

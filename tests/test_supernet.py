@@ -1,0 +1,132 @@
+"""The elastic supernet: exact extraction, trained once per base, resumable; multi-fidelity."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from canao.compress import supernet as sn
+from canao.compress.slicing import magnitude_scores
+from canao.models import Encoder, EncoderConfig, load_or_train_base, predict_logits
+from canao.space import ArchConfig, load_space, load_task
+
+from .conftest import DATA, FAST_TARGET, run_cli
+
+SPACE = DATA / "tiny_supernet.yaml"
+
+
+@pytest.mark.parametrize("style", ["vit", "bert"])
+def test_an_extracted_subnetwork_computes_what_the_supernet_does_at_its_setting(style: str) -> None:
+    torch.manual_seed(0)
+    if style == "vit":
+        cfg = EncoderConfig(num_classes=10, hidden=32, heads=(2, 2, 2), ffn=(64, 64, 64))
+        x = torch.randn(6, 1, 8, 8)
+    else:  # post-norm blocks, embedding norm, pooler, padding mask
+        cfg = EncoderConfig(num_classes=2, hidden=48, heads=(3, 3, 3), ffn=(96,) * 3,
+                            frontend="token", style="bert", vocab_size=100, max_len=12, pad_id=0)
+        x = torch.randint(0, 100, (6, 12))
+        x[:, 9:] = 0
+    base = Encoder(cfg).eval()
+    supernet, rank = sn.reorder(base, magnitude_scores(base))
+    # Reordering permutes units: the supernet computes what the base computes.
+    torch.testing.assert_close(predict_logits(supernet, x), predict_logits(base, x),
+                               atol=1e-5, rtol=0)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        n = int(torch.randint(1, 4, (1,), generator=gen))
+        def draw(top: int) -> int:
+            return int(torch.randint(1, top + 1, (1,), generator=gen))
+
+        arch = ArchConfig(hidden=draw(cfg.hidden), heads=tuple(draw(cfg.heads[0]) for _ in range(n)),
+                          ffn=tuple(draw(cfg.ffn[0]) for _ in range(n)))
+        sub, kept = sn.extract_subnet(supernet, rank, arch)
+        # Physically smaller tensors, the arch's shape.
+        assert sub.config.heads == arch.heads and sub.config.hidden == arch.hidden
+        assert sub.num_parameters() < supernet.num_parameters()
+        with torch.no_grad():
+            elastic = sn.run_subnet(supernet.eval(), kept, x)
+        torch.testing.assert_close(predict_logits(sub, x), elastic, atol=1e-5, rtol=0)
+
+
+def _inputs() -> tuple:
+    space = load_space(SPACE)
+    task = load_task(space)
+    base, info = load_or_train_base(space, task)
+    scores = magnitude_scores(base)
+    teacher = predict_logits(base, task.split("train").x)
+    return (base, info["key"], scores, space, task.split("train"), task.split("validation"),
+            teacher)
+
+
+def test_an_interrupted_supernet_training_resumes_from_its_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _inputs()
+    monkeypatch.setenv("CANAO_CACHE_DIR", str(tmp_path / "whole"))
+    whole, record = sn.load_or_train_supernet(*args)
+    assert record["trained_here"] and record["resumed_from"] == 0
+
+    monkeypatch.setenv("CANAO_CACHE_DIR", str(tmp_path / "cut"))
+    save = sn._save_checkpoint
+
+    def killed_after_one(path: Path, state: dict) -> None:
+        save(path, state)
+        raise KeyboardInterrupt  # a Ctrl-C right after the first checkpoint
+
+    monkeypatch.setattr(sn, "_save_checkpoint", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        sn.load_or_train_supernet(*args)
+    checkpoints = list((tmp_path / "cut").rglob(sn.CHECKPOINT))
+    assert len(checkpoints) == 1 and not list((tmp_path / "cut").rglob(sn.RECORD))
+    monkeypatch.setattr(sn, "_save_checkpoint", save)
+    resumed, record = sn.load_or_train_supernet(*args)
+    assert record["trained_here"] and record["resumed_from"] == 10
+    assert not checkpoints[0].exists()  # the finished supernet replaces its checkpoint
+    # Each step depends only on the seed and its number: the resumed run is the whole one.
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+def test_supernet_studies_train_it_once_and_record_each_accuracy_fidelity(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    common = ("--space", str(SPACE), "--target", str(FAST_TARGET), "--storage", url,
+              "--artifacts", str(tmp_path / "a"))
+    code, out = run_cli("search", *common, "--study", "first", "--trials", "4")
+    assert code == 0, out
+    first = optuna.load_study(study_name="first", storage=url).get_trials()
+    assert all(t.state.name == "COMPLETE" for t in first)
+    keys = {t.user_attrs["supernet"]["key"] for t in first}
+    assert len(keys) == 1 and first[0].user_attrs["supernet"]["trained_here"]
+    (key,) = keys
+    weights = next(Path(os.environ["CANAO_CACHE_DIR"]).rglob(f"supernet-{key}/{sn.WEIGHTS}"))
+    stamp = weights.stat().st_mtime_ns
+
+    for t in first:
+        # Every candidate is scored with inherited weights; one on the front so far is
+        # recovered too (the first always is), and reports its recovered accuracy.
+        got = t.user_attrs["accuracies"]
+        assert "inherited" in got and t.user_attrs["accuracy_fidelity"] in got
+        assert t.values[0] == got[t.user_attrs["accuracy_fidelity"]]
+        assert set(t.user_attrs["timings_s"]) >= {"extract", "evaluate", "export", "tune",
+                                                   "build", "measure"}
+        assert t.user_attrs["workloads"]["tuned"] == 0  # the fast profile is untuned
+    assert first[0].user_attrs["accuracy_fidelity"] == "recovered-20"
+    assert "recover" in first[0].user_attrs["timings_s"]
+
+    code, out = run_cli("pareto", "--study", "first", "--storage", url)
+    assert code == 0 and "accuracy_at" in out, out
+    shown = {t.number: t.user_attrs["accuracy_fidelity"] for t in first}
+    rows = [line.split() for line in out.splitlines()[1:] if line.split()[0].isdigit()]
+    assert rows and all(r[2] == shown[int(r[0])] for r in rows), out
+
+    code, out = run_cli("search", *common, "--study", "second", "--trials", "1")
+    assert code == 0, out
+    (t,) = optuna.load_study(study_name="second", storage=url).get_trials()
+    assert t.user_attrs["supernet"]["key"] == key and not t.user_attrs["supernet"]["trained_here"]
+    assert weights.stat().st_mtime_ns == stamp  # read from the cache, not trained again
+    record = json.loads((weights.parent / sn.RECORD).read_text())
+    assert record["steps"] == 40 and record["largest_validation_accuracy"] > 0.5
