@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -146,7 +147,8 @@ def test_installed_canao_runs_the_default_profile_path(installed: Installed) -> 
     tiny = root / "smallest.yaml"
     tiny.write_text((Path(__file__).parent / "data" / "tiny_digits.yaml").read_text()
                     .replace("layers: [1, 2]", "layers: [1]").replace("heads: [1, 2]", "heads: [1]")
-                    .replace("ffn: [16, 32, 64]", "ffn: [16]").replace("hidden: [16, 32]", "hidden: [16]"))
+                    .replace("ffn: [16, 32, 64]", "ffn: [16]").replace("hidden: [16, 32]", "hidden: [16]")
+                    .replace("sampler: random", "sampler: random\n  tune_space_first: true"))
     env = {**installed.env, "CANAO_TUNING_DIR": str(root / "tuning")}
     common = ["--study", "default", "--storage", f"sqlite:///{root / 'x.db'}"]
 
@@ -156,10 +158,20 @@ def test_installed_canao_runs_the_default_profile_path(installed: Installed) -> 
         assert proc.returncode == 0, f"{args[0]}:\n{proc.stdout}\n{proc.stderr}"
         return proc
 
+    # The space's workloads tuned up front (a one-off per device): the trial tunes nothing.
+    proc = canao("tuning", "space", "--space", str(tiny), "--target", "host-cpu",
+                 "--artifacts", str(root / "art"))
+    assert "1 workload model(s)" in proc.stdout and " 0 tuned" not in proc.stdout, proc.stdout
     proc = canao("search", "--space", str(tiny), "--target", "host-cpu", "--trials", "1",
                  "--seed", "3", "--artifacts", str(root / "art"), *common)
     assert "1 trial(s) finished in this run" in proc.stdout, proc.stdout
     assert "rung 'tuned-8'" in proc.stdout, proc.stdout
+    con = sqlite3.connect(root / "x.db")
+    attrs = dict(con.execute("SELECT key, value_json FROM trial_user_attributes").fetchall())
+    con.close()
+    workloads = json.loads(attrs["workloads"])
+    assert workloads["tuned"] == 0 and 0 < workloads["applied"] <= workloads["tasks"], workloads
+    assert json.loads(attrs["space_tuning"])["cached"], attrs["space_tuning"]
     out = root / "bundle"
     canao("export", "--trial", "0", "--out", str(out), *common)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -130,3 +130,36 @@ def test_supernet_studies_train_it_once_and_record_each_accuracy_fidelity(tmp_pa
     assert weights.stat().st_mtime_ns == stamp  # read from the cache, not trained again
     record = json.loads((weights.parent / sn.RECORD).read_text())
     assert record["steps"] == 40 and record["largest_validation_accuracy"] > 0.5
+
+
+
+def test_the_space_workload_models_meet_every_workload_of_its_candidates(tmp_path: Path) -> None:
+    """``canao tuning space`` tunes one model per hidden width and weight storage; every
+    candidate's workloads (as the tuning database keys them) are among those models'."""
+    from dataclasses import replace
+
+    from canao.compile._build import onnx_workloads
+    from canao.compress.onnx_export import export_onnx
+    from canao.models import encoder_config
+    from canao.space import parse_space
+    from canao.study._workloads import workload_models
+
+    text = SPACE.read_text().replace("hidden: [16, 32]", "hidden: [16]").replace(
+        "ffn: [16, 32, 64]", "ffn: [16, 32]")
+    space = parse_space(text)
+    config = encoder_config(space, load_task(space))
+    target = {"kind": "llvm", "num-cores": 1}
+
+    def keys(arch: ArchConfig, name: str) -> set[str]:
+        path = tmp_path / f"{name}.onnx"
+        export_onnx(Encoder(replace(config, hidden=arch.hidden, heads=arch.heads,
+                                    ffn=arch.ffn)), path)
+        return onnx_workloads(path, target)
+
+    (model,) = workload_models(space)
+    assert model.heads == (1, 2) and model.ffn == (16, 32)
+    tuned = keys(model, "space")
+    for i, arch in enumerate([ArchConfig(16, (2,), (32,)), ArchConfig(16, (1, 1), (32, 32)),
+                              ArchConfig(16, (2, 1), (16, 16))]):
+        got = keys(arch, f"candidate{i}")
+        assert got and got <= tuned, (arch.describe(), got - tuned)

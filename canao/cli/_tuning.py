@@ -72,3 +72,31 @@ def tuning_import(archive: Path) -> None:
     click.echo(f"merged {archive} into {r['path']}: {r['added_workloads']} new workloads, "
                f"{r['added_records']} new records; now {r['workloads']} workloads, "
                f"{r['records']} records ({r['device']})")
+
+
+@tuning.command("space")
+@click.option("--space", "space_path", required=True, help="Search-space YAML (or a shipped name).")
+@click.option("--target", "target_path", required=True, help="Target profile JSON (or a shipped name).")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("canao_artifacts"), show_default=True,
+              help="Where the workload models are built.")
+def tuning_space(space_path: str, target_path: str, artifacts: Path) -> None:
+    """Tune every workload a space's candidates can have, once, into the device's database."""
+    from canao.compile import device_tuning_dir, resolve_device
+    from canao.space import load_space
+    from canao.study._workloads import tune_space
+    from canao.targets import load_profile
+
+    space, profile = load_space(space_path), load_profile(target_path)
+    if profile.tuning.rung != "tuned":
+        raise CanaoError(f"target profile '{profile.name}' does not tune (rung "
+                         f"'{profile.tuning.rung}'): there is nothing to tune up front")
+    device = resolve_device(profile)
+    r = tune_space(space, profile, device, device_tuning_dir(device), artifacts / "workloads")
+    if r["cached"]:
+        click.echo(f"space '{space.name}' was tuned on this device already: {r['models']} workload "
+                   f"model(s), {r['tuned_tasks']} workloads tuned in {r['wall_s']:.0f} s")
+        return
+    click.echo(f"tuned space '{space.name}' on {device.describe()}: {r['models']} models, "
+               f"{r['tasks']} workloads met, {r['tuned_tasks']} tuned, {r['tuning_s']:.0f} s "
+               f"tuning, {r['wall_s']:.0f} s in all")

@@ -27,7 +27,7 @@ from canao.compile._int8 import (
     schedule_int8_kernels,
 )
 from canao.compile._request import TuningRequest
-from canao.compile._tune import tune_and_apply
+from canao.compile._tune import tune_and_apply, workload_keys
 from canao.compile._x86 import int8_intrinsic
 from canao.errors import TargetError
 from canao.runtime import LIB_FILE, PARAMS_FILE, save_params
@@ -101,6 +101,24 @@ def planned_workspace_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> int
     return total
 
 
+def _imported(onnx_path: Path, target: tvm.target.Target) -> tuple[Any, Any, Any, int]:
+    """The ONNX model in Relax, as a build tunes it: its parameters, the CPU's int8
+    intrinsic (if any) and how many matmuls run in integers (their weight packing lifted
+    into the load-time transform)."""
+    mod, params = import_onnx(onnx_path)
+    intrinsic = int8_intrinsic(compiled_features(target))
+    mod, integer = integer_matmuls(mod, intrinsic[1] if intrinsic else 0)
+    if integer:
+        mod = lift_weight_transforms(mod)
+    return mod, params, intrinsic, integer
+
+
+def onnx_workloads(onnx_path: Path, target_spec: dict[str, Any]) -> set[str]:
+    """The tuning-database keys of the workloads a tuned build of ``onnx_path`` meets."""
+    target = resolve_target(target_spec)
+    return workload_keys(_imported(onnx_path, target)[0], target)
+
+
 def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
           tuning: TuningRequest | None = None, cc: str = "", rpc: RemoteConfig | None = None,
           report: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -113,11 +131,7 @@ def build(onnx_path: Path, out_dir: Path, target_spec: dict[str, Any],
     """
     t0 = time.perf_counter()
     target = resolve_target(target_spec)
-    mod, params = import_onnx(onnx_path)
-    intrinsic = int8_intrinsic(compiled_features(target))
-    mod, integer = integer_matmuls(mod, intrinsic[1] if intrinsic else 0)
-    if integer:
-        mod = lift_weight_transforms(mod)
+    mod, params, intrinsic, integer = _imported(onnx_path, target)
     if integer and intrinsic and tuning is None:  # a tuned build schedules them measured
         mod = schedule_int8_kernels(mod, *intrinsic)
     t_import = time.perf_counter() - t0

@@ -119,11 +119,7 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
     trials_per_task, trials_per_iter = tuning.trials_per_task, tuning.trials_per_iter
     task_timeout_s = tuning.task_timeout_s
     prepared = prepare(mod, target)
-    # Workloads only the load-time weight transform calls (an int8 build's packing and column
-    # sums, run once per process) are not worth tuning: TVM's default schedule serves them.
-    load_only = _called(prepared, TRANSFORM_PARAMS) - _called(prepared, "main")
-    tasks = [t for t in ms.relax_integration.extract_tasks(prepared, target)
-             if t.task_name not in load_only]
+    tasks = _tasks(prepared, target)
     with file_lock(db_dir / LOCK):
         db = open_database(db_dir)
         attempted = _read_json(db_dir / ATTEMPTED)
@@ -201,6 +197,22 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
     if unapplied is not None:
         stats["fallback"] = unapplied
     return applied, stats
+
+
+def _tasks(prepared: tvm.IRModule, target: tvm.target.Target) -> list[Any]:
+    """The workloads of a prepared module that are worth tuning.
+
+    Workloads only the load-time weight transform calls (an int8 build's packing and column
+    sums, run once per process) are not: TVM's default schedule serves them.
+    """
+    load_only = _called(prepared, TRANSFORM_PARAMS) - _called(prepared, "main")
+    return [t for t in ms.relax_integration.extract_tasks(prepared, target)
+            if t.task_name not in load_only]
+
+
+def workload_keys(mod: tvm.IRModule, target: tvm.target.Target) -> set[str]:
+    """The database keys of the workloads tuning would meet in ``mod``."""
+    return {_task_key(t, target) for t in _tasks(prepare(mod, target), target)}
 
 
 def _called(mod: tvm.IRModule, function: str) -> set[str]:

@@ -215,6 +215,9 @@ class StudySpec:
     # Enqueue the hand-designed reference points (see reference_points) as the first trials,
     # so the searched front is compared with what an engineer would try by hand.
     references: bool = False
+    # Tune every workload the space's candidates can have before the first trial (a one-off
+    # per device, see canao.study._workloads), so trials apply records and tune nothing.
+    tune_space_first: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from canao.space import ArchConfig, load_task
 from canao.study import _provenance
 from canao.study._drift import Sentinel
 from canao.study._study import CanaoStudy, check_device
+from canao.study._workloads import tune_space
 from canao.tasks import accuracy
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class Objective:
             self.supernet, self.supernet_info = load_or_train_supernet(
                 self.base, self.base_info["key"], self.scores, cs.space,
                 self.task.split("train"), self.task.split("validation"), self.teacher_logits())
+        self.workloads: dict[str, Any] = {}
+        if cs.space.study.tune_space_first and cs.profile.tuning.rung == "tuned":
+            self.workloads = tune_space(cs.space, cs.profile, self.device, tuning_dir(cs),
+                                        cs.artifacts / "workloads")
         self.sentinel = Sentinel(cs, self.base,
                                  self.task.split("validation").x[:REFERENCE_SAMPLES],
                                  tuning_dir(cs))
@@ -123,9 +128,16 @@ class Objective:
         first, promoted_to = self.stages()
         record, hit, key, folder = self._artifact(trial, arch, first)
         accuracies = {first: record["accuracy"]}
+        # The trial's time and tuning: every stage it built (the first one tunes what the
+        # device's database lacks; a promoted one applies those records).
+        timings, tuned = dict(record["timings_s"]), record["result"].get("tuning", {}).get(
+            "tuned_tasks", 0)
         if promoted_to is not None and self._on_front(trial, record):
             record, hit, key, folder = self._artifact(trial, arch, promoted_to)
             accuracies[promoted_to] = record["accuracy"]
+            for step, seconds in record["timings_s"].items():
+                timings[step] = timings.get(step, 0.0) + seconds
+            tuned += record["result"].get("tuning", {}).get("tuned_tasks", 0)
         elapsed = time.perf_counter() - t0
         result = record["result"]
         latency = result["latency"]
@@ -141,13 +153,16 @@ class Objective:
             "target": result["target"], "tvm_version": result["tvm_version"],
             "device_key": self.device.key,
             "machine": result["machine"], "tuning": tuning,
+            # workloads the build met, found records for, and tuned itself (all stages)
             "workloads": {"tasks": tuning.get("tasks", 0),
-                          "applied": tuning.get("covered_after", 0),
-                          "tuned": tuning.get("tuned_tasks", 0)},
-            "cache_hit": hit, "build_s": elapsed, "timings_s": record["timings_s"],
+                          "applied": tuning.get("covered_after", 0), "tuned": tuned},
+            "cache_hit": hit, "build_s": elapsed, "timings_s": timings,
             "int8_tensorised": result.get("int8", {}).get("tensorised", False),
         }.items():
             trial.set_user_attr(k, value)
+        if self.workloads:
+            trial.set_user_attr("space_tuning", {k: self.workloads[k] for k in (
+                "models", "tuned_tasks", "tuning_s", "wall_s", "cached")})
         if self.supernet_info:
             trial.set_user_attr("supernet", {k: self.supernet_info[k] for k in (
                 "key", "steps", "train_s", "trained_here", "resumed_from")})
