@@ -211,6 +211,9 @@ class Budgets:
 @dataclass(frozen=True)
 class StudySpec:
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    # NSGA-II's generation size. Optuna's default (50) makes a search of 30 or 60 trials all
+    # or mostly its random first generation.
+    population_size: int = 10
     budgets: Budgets = field(default_factory=Budgets)
     # Enqueue the hand-designed reference points (see reference_points) as the first trials,
     # so the searched front is compared with what an engineer would try by hand.
@@ -218,6 +221,10 @@ class StudySpec:
     # Tune every workload the space's candidates can have before the first trial (a one-off
     # per device, see canao.study._workloads), so trials apply records and tune nothing.
     tune_space_first: bool = False
+
+    def __post_init__(self) -> None:
+        if self.population_size < 2:
+            raise ValueError(f"'study.population_size' must be >= 2, got {self.population_size}")
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,9 @@ class CanaoStudy:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if kind == "nsga2":
-                return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+                return optuna.samplers.NSGAIISampler(
+                    seed=seed, population_size=self.space.study.population_size,
+                    constraints_func=constraints)
             return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8,
                                               constraints_func=constraints)
 
