@@ -123,10 +123,19 @@ def test_supernet_studies_train_it_once_and_record_each_accuracy_fidelity(tmp_pa
     rows = [line.split() for line in out.splitlines()[1:] if line.split()[0].isdigit()]
     assert rows and all(r[2] == shown[int(r[0])] for r in rows), out
 
-    code, out = run_cli("search", *common, "--study", "second", "--trials", "1")
+    # A second study (with the hand-designed references first) reuses the supernet.
+    with_refs = tmp_path / "with_references.yaml"
+    with_refs.write_text(SPACE.read_text().replace("sampler: random",
+                                                   "sampler: random\n  references: true"))
+    code, out = run_cli("search", *common[:1], str(with_refs), *common[2:], "--study", "second",
+                        "--trials", "3")
     assert code == 0, out
-    (t,) = optuna.load_study(study_name="second", storage=url).get_trials()
-    assert t.user_attrs["supernet"]["key"] == key and not t.user_attrs["supernet"]["trained_here"]
+    second = optuna.load_study(study_name="second", storage=url).get_trials()
+    for t in second:
+        assert t.user_attrs["supernet"]["key"] == key
+        assert not t.user_attrs["supernet"]["trained_here"]
+        # A reference is always recovered: it is compared with recovered front models.
+        assert t.user_attrs["reference"] and t.user_attrs["accuracy_fidelity"] == "recovered-20"
     assert weights.stat().st_mtime_ns == stamp  # read from the cache, not trained again
     record = json.loads((weights.parent / sn.RECORD).read_text())
     assert record["steps"] == 40 and record["largest_validation_accuracy"] > 0.5

@@ -132,7 +132,10 @@ class Objective:
         # device's database lacks; a promoted one applies those records).
         timings, tuned = dict(record["timings_s"]), record["result"].get("tuning", {}).get(
             "tuned_tasks", 0)
-        if promoted_to is not None and self._on_front(trial, record):
+        # A hand-designed reference is always promoted: the front it is compared with is
+        # made of promoted candidates, and a comparison holds only at one fidelity.
+        if promoted_to is not None and (trial.user_attrs.get("reference")
+                                        or self._on_front(trial, record)):
             record, hit, key, folder = self._artifact(trial, arch, promoted_to)
             accuracies[promoted_to] = record["accuracy"]
             for step, seconds in record["timings_s"].items():
