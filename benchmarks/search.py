@@ -110,9 +110,12 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, dict[int, dict[st
                 subprocess.run(cmd, check=True)
                 wall = time.perf_counter() - t0
             trials = completed(args.storage, name)[:args.trials]
+            # The run's search time, from its trials' own timestamps (so a run read back
+            # from the database still has it): first start to last completion.
+            wall = (max(t.datetime_complete for t in trials)
+                    - min(t.datetime_start for t in trials)).total_seconds()
             runs.setdefault(sampler, {})[seed] = {"study": name, "trials": trials, "wall_s": wall}
-            print(f"{name}: {len(trials)} trials"
-                  + (f" in {wall / 60:.1f} min" if wall else " (already run)"), flush=True)
+            print(f"{name}: {len(trials)} trials, {wall / 60:.1f} min", flush=True)
     return runs
 
 
@@ -191,6 +194,9 @@ def analyse(args: argparse.Namespace, runs: dict[str, dict[int, dict[str, Any]]]
     first = runs[args.samplers.split(",")[0]][0]["trials"]
     supernet = next((t.user_attrs["supernet"] for t in everything if "supernet" in t.user_attrs),
                     None)
+    space_tuning = next((t.user_attrs["space_tuning"] for t in everything
+                         if not t.user_attrs.get("space_tuning", {"cached": True})["cached"]),
+                        None)
     return {
         "reference_point": {"error": ref[0], "latency_ms": ref[1], "memory_mb": ref[2]},
         "hypervolume": table,
@@ -202,7 +208,7 @@ def analyse(args: argparse.Namespace, runs: dict[str, dict[int, dict[str, Any]]]
         "workloads": {"trials_built": len(workloads),
                       "applied": sum(w.get("applied", 0) for w in workloads),
                       "tuned": sum(w.get("tuned", 0) for w in workloads)},
-        "supernet": supernet, "accuracy_fidelities": sorted({
+        "supernet": supernet, "space_tuning": space_tuning, "accuracy_fidelities": sorted({
             t.user_attrs.get("accuracy_fidelity", "?") for t in everything}),
     }
 
@@ -228,16 +234,18 @@ def render(args: argparse.Namespace, res: dict[str, Any], command: str) -> str:
         mean = statistics.mean(by_seed.values())
         lines.append(f"| {sampler} | " + " | ".join(f"{by_seed[s]:.4f}" for s in sorted(by_seed))
                      + f" | **{mean:.4f}** | {mean / rand:.3f}× |")
-    walls = [w for by_seed in res["wall_s"].values() for w in by_seed.values() if w]
-    if walls:
-        lines += ["", f"Search wall time per run: median {statistics.median(walls) / 60:.1f} min "
-                  f"(max {max(walls) / 60:.1f}; the first run also trained the base and the "
-                  "supernet, and tuned the workloads it met first)."]
-    sn = res["supernet"]
-    if sn:
-        lines += ["", f"Supernet `{sn['key']}`: {sn['steps']} steps, trained once in "
-                  f"{sn['train_s']:.0f} s (a one-off cost, not in any run's figures above "
-                  "except the first's wall time)."]
+    walls = [w for by_seed in res["wall_s"].values() for w in by_seed.values()]
+    lines += ["", f"Search time per run (first trial's start to last trial's end): median "
+              f"{statistics.median(walls) / 60:.1f} min, max {max(walls) / 60:.1f} min."]
+    sn, tu = res["supernet"], res["space_tuning"]
+    if sn or tu:
+        lines += ["", "One-off costs, before the first run's first trial and in no run's time: "
+                  + "; ".join(
+                      ([f"the supernet (`{sn['key']}`, {sn['steps']} steps) trained in "
+                        f"{sn['train_s']:.0f} s"] if sn else [])
+                      + ([f"the space's workloads tuned in {tu['wall_s']:.0f} s ({tu['models']} "
+                          f"workload models, {tu['tuned_tasks']} workloads)"] if tu else []))
+                  + "."]
     f = res["fidelity_tau"]
     tau = "n/a" if f["tau"] is None else f"{f['tau']:.3f}"
     lines += ["", f"Accuracy fidelities in these runs: {', '.join(res['accuracy_fidelities'])}. "
