@@ -97,6 +97,6 @@ def tuning_space(space_path: str, target_path: str, artifacts: Path) -> None:
         click.echo(f"space '{space.name}' was tuned on this device already: {r['models']} workload "
                    f"model(s), {r['tuned_tasks']} workloads tuned in {r['wall_s']:.0f} s")
         return
-    click.echo(f"tuned space '{space.name}' on {device.describe()}: {r['models']} models, "
+    click.echo(f"tuned space '{space.name}' on {device.describe()}: {r['models']} workload model(s), "
                f"{r['tasks']} workloads met, {r['tuned_tasks']} tuned, {r['tuning_s']:.0f} s "
                f"tuning, {r['wall_s']:.0f} s in all")
