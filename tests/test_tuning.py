@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +40,34 @@ def _candidate(folder: Path, ffn: int) -> dict:
                 reference_x=folder / "x.npy", reference_logits=folder / "y.npy")
 
 
+@pytest.fixture(scope="module")
+def tuned_once(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One tiny model tuned into a fresh device database (``<root>/<device key>``), which the
+    tests below copy: tuning it is most of their time."""
+    from canao.compile import device_tuning_dir, resolve_device
+
+    root = tmp_path_factory.mktemp("tuned")
+    before = os.environ.get("CANAO_TUNING_DIR")
+    os.environ["CANAO_TUNING_DIR"] = str(root / "tuning")
+    try:
+        device = resolve_device(PROFILE)
+        db = device_tuning_dir(device)
+        first = compile_and_measure(root / "a" / "model.onnx", root / "a", PROFILE, db_dir=db,
+                                    device=device, **_candidate(root / "a", 32))
+    finally:
+        if before is None:
+            os.environ.pop("CANAO_TUNING_DIR")
+        else:
+            os.environ["CANAO_TUNING_DIR"] = before
+    return {"root": root, "db": db, "device": device, "first": first}
+
+
 @pytest.mark.slow
-def test_shared_database_tunes_each_workload_once(tmp_path: Path) -> None:
+def test_shared_database_tunes_each_workload_once(tmp_path: Path, tuned_once: dict) -> None:
     db = tmp_path / "db"
-    first = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "a", PROFILE,
-                                db_dir=db, **_candidate(tmp_path / "a", 32))
+    shutil.copytree(tuned_once["db"], db)
+    shutil.copytree(tuned_once["root"] / "a", tmp_path / "a")
+    first = tuned_once["first"]
     t1 = first["tuning"]
     # The worker said what it was tuning (the search shows these lines while it waits).
     assert "tuning heavy workloads: " in (tmp_path / "a" / "progress.txt").read_text()
@@ -130,14 +155,14 @@ def test_a_stalled_workload_is_recorded_and_the_build_goes_on(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_a_device_database_is_listed_exported_and_imported_on_another_machine(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from canao.compile import device_tuning_dir, resolve_device
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tuned_once: dict) -> None:
+    from canao.compile import device_tuning_dir
 
+    # This machine's database: the tiny model tuned once (see tuned_once).
     monkeypatch.setenv("CANAO_TUNING_DIR", str(tmp_path / "here"))
-    device = resolve_device(PROFILE)
-    db = device_tuning_dir(device)
-    first = compile_and_measure(tmp_path / "a" / "model.onnx", tmp_path / "a", PROFILE,
-                                db_dir=db, device=device, **_candidate(tmp_path / "a", 32))
+    device, first = tuned_once["device"], tuned_once["first"]
+    shutil.copytree(tuned_once["db"], tmp_path / "here" / device.key)
+    shutil.copytree(tuned_once["root"] / "a", tmp_path / "a")
     assert first["tuning"]["covered_after"] > 0
     code, text = run_cli("tuning", "list", "--json")
     assert code == 0, text

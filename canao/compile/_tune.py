@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 # attempted.json: workloads already tuned with a budget, records or not; stalled.json:
 # workloads whose tuning ran past task_timeout_s, never tuned again.
 POPULATION = 128  # evolutionary-search population (default 512: too slow on a small CPU)
+# ... at most this many schedules sampled per trial a workload is given: a budget of 8 trials
+# or more keeps the full population; a tiny one (1 or 2 trials) does not pay for 128 samples.
+POPULATION_PER_TRIAL = 16
 NUM_SEARCH_THREADS = 2  # threads for the search itself; measurement threads are the profile's
 
 
@@ -162,7 +165,8 @@ def tune_and_apply(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningR
                     [t for _, t in group], str(work), space=space, seed=seed,
                     num_threads=NUM_SEARCH_THREADS,
                     strategy=ms.search_strategy.EvolutionarySearch(
-                        population_size=POPULATION, genetic_num_iters=2))
+                        population_size=min(POPULATION, POPULATION_PER_TRIAL * per_task),
+                        genetic_num_iters=2))
                 # Compute workloads one at a time, so a stall names its workload;
                 # data-movement ones (one trial each) in one batch.
                 batches = ([list(range(len(group)))] if label == "light"
