@@ -60,7 +60,7 @@ def _inputs() -> tuple:
     scores = magnitude_scores(base)
     teacher = predict_logits(base, task.split("train").x)
     return (base, info["key"], scores, space, task.split("train"), task.split("validation"),
-            teacher)
+            lambda: teacher)
 
 
 def test_an_interrupted_supernet_training_resumes_from_its_checkpoint(

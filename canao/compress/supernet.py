@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -192,11 +193,12 @@ def train_supernet(supernet: Encoder, space: SearchSpace, layer_rank: list[int],
 
 def load_or_train_supernet(base: Encoder, base_key: str, scores: Scores, space: SearchSpace,
                            train: Split, validation: Split,
-                           teacher_logits: torch.Tensor) -> tuple[Encoder, dict[str, Any]]:
+                           teacher_logits: Callable[[], torch.Tensor]) -> tuple[Encoder, dict[str, Any]]:
     """The space's supernet and its record; trained (or resumed) and cached on first use.
 
     One process trains it while others wait on its lock, then read the cached copy. The
     record says whether this call trained it (``trained_here``) and what it cost.
+    ``teacher_logits`` gives the base's logits on ``train``; it is called only to train.
     """
     key = supernet_key(base_key, space, scores)
     folder = cache_dir() / "bases" / base_key / f"supernet-{key}"
@@ -210,7 +212,7 @@ def load_or_train_supernet(base: Encoder, base_key: str, scores: Scores, space: 
             return supernet, {**info, "trained_here": False}
         log.info("training supernet %s (%d steps; cached afterwards)", key,
                  space.candidate.supernet.steps)
-        record = train_supernet(supernet, space, layer_rank, train, teacher_logits,
+        record = train_supernet(supernet, space, layer_rank, train, teacher_logits(),
                                 folder / CHECKPOINT)
         s = space.search
         for name, arch in zip(("largest", "smallest"), sandwich(space, torch.Generator(), 0)):

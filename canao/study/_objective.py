@@ -72,7 +72,7 @@ class Objective:
 
             self.supernet, self.supernet_info = load_or_train_supernet(
                 self.base, self.base_info["key"], self.scores, cs.space,
-                self.task.split("train"), self.task.split("validation"), self.teacher_logits())
+                self.task.split("train"), self.task.split("validation"), self.teacher_logits)
         self.workloads: dict[str, Any] = {}
         if cs.space.study.tune_space_first and cs.profile.tuning.rung == "tuned":
             self.workloads = tune_space(cs.space, cs.profile, self.device, tuning_dir(cs),
