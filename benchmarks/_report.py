@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+from typing import Any
 
 
 def replace_section(path: Path, begin: str, end: str, section: str) -> None:
@@ -15,3 +17,55 @@ def replace_section(path: Path, begin: str, end: str, section: str) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
     print(section)
+
+
+STEPS = ("slice", "extract", "recover", "evaluate", "export", "tune", "build", "measure")
+
+
+def trial_costs(trials: list[Any]) -> dict[str, Any]:
+    """What the given finished trials cost: the per-step breakdown every trial stores (trials
+    served from the artifact cache left out), the workloads they applied and tuned, and the
+    one-off costs (the supernet's training, the space's workload tuning) the first of them
+    paid, as their records say."""
+    built = [t for t in trials if not t.user_attrs.get("cache_hit")]
+    breakdown = {}
+    for step in STEPS:
+        values = [v for t in built if (v := t.user_attrs.get("timings_s", {}).get(step))
+                  is not None]
+        if values:
+            breakdown[step] = {"median_s": statistics.median(values), "trials": len(values),
+                               "total_s": sum(values)}
+    workloads = [t.user_attrs.get("workloads", {}) for t in built]
+    supernet = next((t.user_attrs["supernet"] for t in trials if "supernet" in t.user_attrs),
+                    None)
+    # The run that tuned the space's workloads, else the record it left (a one-off paid by an
+    # earlier run on this device: its record states what it cost).
+    tunings = [t.user_attrs["space_tuning"] for t in trials if "space_tuning" in t.user_attrs]
+    space_tuning = next((r for r in tunings if not r["cached"]), tunings[0] if tunings else None)
+    return {"breakdown": breakdown,
+            "workloads": {"trials_built": len(workloads),
+                          "applied": sum(w.get("applied", 0) for w in workloads),
+                          "tuned": sum(w.get("tuned", 0) for w in workloads)},
+            "supernet": supernet, "space_tuning": space_tuning}
+
+
+def render_costs(costs: dict[str, Any]) -> list[str]:
+    """Markdown lines for :func:`trial_costs`."""
+    lines: list[str] = []
+    sn, tu = costs["supernet"], costs["space_tuning"]
+    if sn or tu:
+        lines += ["One-off costs, paid before the first trial and in no search's time: "
+                  + "; ".join(
+                      ([f"the supernet (`{sn['key']}`, {sn['steps']} steps) trained in "
+                        f"{sn['train_s']:.0f} s"] if sn else [])
+                      + ([f"the space's workloads tuned in {tu['wall_s']:.0f} s ({tu['models']} "
+                          f"workload models, {tu['tuned_tasks']} workloads)"] if tu else []))
+                  + ".", ""]
+    lines += ["Where a built trial's time went (trials served from the artifact cache "
+              "excluded):", "", "| step | median s | trials | total s |", "|---|---|---|---|"]
+    for step, b in costs["breakdown"].items():
+        lines.append(f"| {step} | {b['median_s']:.3f} | {b['trials']} | {b['total_s']:.1f} |")
+    w = costs["workloads"]
+    lines += ["", f"Workloads over {w['trials_built']} built trials: {w['applied']} applied from "
+              f"the tuning database, {w['tuned']} tuned by the trials themselves."]
+    return lines

@@ -36,10 +36,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from _report import replace_section  # noqa: E402
+from _report import render_costs, replace_section, trial_costs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-STEPS = ("slice", "extract", "recover", "evaluate", "export", "tune", "build", "measure")
 
 
 def hypervolume(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
@@ -166,8 +165,9 @@ def analyse(args: argparse.Namespace, runs: dict[str, dict[int, dict[str, Any]]]
            1.1 * max(t.values[2] for t in everything))
 
     def hv(trials: list[Any]) -> float:
-        pts = [((1.0 - t.values[0]) / ref[0], t.values[1] / ref[1], t.values[2] / ref[2])
-               for t in trials]
+        pts: list[tuple[float, ...]] = [
+            ((1.0 - t.values[0]) / ref[0], t.values[1] / ref[1], t.values[2] / ref[2])
+            for t in trials]
         return hypervolume(pts, (1.0, 1.0, 1.0))
 
     table = {s: {seed: hv(r["trials"]) for seed, r in by_seed.items()}
@@ -181,22 +181,7 @@ def analyse(args: argparse.Namespace, runs: dict[str, dict[int, dict[str, Any]]]
             seen.add(t.user_attrs["arch_key"])
             inherited.append(acc["inherited"])
             recovered.append(rec[0])
-    breakdown = {}
-    for step in STEPS:
-        values = [t.user_attrs.get("timings_s", {}).get(step) for t in everything
-                  if not t.user_attrs.get("cache_hit")]
-        values = [v for v in values if v is not None]
-        if values:
-            breakdown[step] = {"median_s": statistics.median(values), "trials": len(values),
-                               "total_s": sum(values)}
-    workloads = [t.user_attrs.get("workloads", {}) for t in everything
-                 if not t.user_attrs.get("cache_hit")]
     first = runs[args.samplers.split(",")[0]][0]["trials"]
-    supernet = next((t.user_attrs["supernet"] for t in everything if "supernet" in t.user_attrs),
-                    None)
-    space_tuning = next((t.user_attrs["space_tuning"] for t in everything
-                         if not t.user_attrs.get("space_tuning", {"cached": True})["cached"]),
-                        None)
     return {
         "reference_point": {"error": ref[0], "latency_ms": ref[1], "memory_mb": ref[2]},
         "hypervolume": table,
@@ -204,11 +189,7 @@ def analyse(args: argparse.Namespace, runs: dict[str, dict[int, dict[str, Any]]]
                    for s, by_seed in runs.items()},
         "fidelity_tau": {"pairs": len(inherited), "tau": kendall_tau(inherited, recovered)},
         "rungs": rung_taus(args, first, work) if args.rung_candidates else None,
-        "breakdown": breakdown,
-        "workloads": {"trials_built": len(workloads),
-                      "applied": sum(w.get("applied", 0) for w in workloads),
-                      "tuned": sum(w.get("tuned", 0) for w in workloads)},
-        "supernet": supernet, "space_tuning": space_tuning, "accuracy_fidelities": sorted({
+        **trial_costs(everything), "accuracy_fidelities": sorted({
             t.user_attrs.get("accuracy_fidelity", "?") for t in everything}),
     }
 
@@ -237,15 +218,6 @@ def render(args: argparse.Namespace, res: dict[str, Any], command: str) -> str:
     walls = [w for by_seed in res["wall_s"].values() for w in by_seed.values()]
     lines += ["", f"Search time per run (first trial's start to last trial's end): median "
               f"{statistics.median(walls) / 60:.1f} min, max {max(walls) / 60:.1f} min."]
-    sn, tu = res["supernet"], res["space_tuning"]
-    if sn or tu:
-        lines += ["", "One-off costs, before the first run's first trial and in no run's time: "
-                  + "; ".join(
-                      ([f"the supernet (`{sn['key']}`, {sn['steps']} steps) trained in "
-                        f"{sn['train_s']:.0f} s"] if sn else [])
-                      + ([f"the space's workloads tuned in {tu['wall_s']:.0f} s ({tu['models']} "
-                          f"workload models, {tu['tuned_tasks']} workloads)"] if tu else []))
-                  + "."]
     f = res["fidelity_tau"]
     tau = "n/a" if f["tau"] is None else f"{f['tau']:.3f}"
     lines += ["", f"Accuracy fidelities in these runs: {', '.join(res['accuracy_fidelities'])}. "
@@ -258,13 +230,7 @@ def render(args: argparse.Namespace, res: dict[str, Any], command: str) -> str:
         lines += ["", f"Latency rungs over {len(rg['candidates'])} distinct candidates of the "
                   f"first {args.samplers.split(',')[0]} run (searched at `{rg['rung']}`, rebuilt "
                   f"here): Kendall's τ {taus}."]
-    lines += ["", "Where a built trial's time went (trials served from the artifact cache "
-              "excluded):", "", "| step | median s | trials | total s |", "|---|---|---|---|"]
-    for step, b in res["breakdown"].items():
-        lines.append(f"| {step} | {b['median_s']:.3f} | {b['trials']} | {b['total_s']:.1f} |")
-    w = res["workloads"]
-    lines += ["", f"Workloads over {w['trials_built']} built trials: {w['applied']} applied from "
-              f"the tuning database, {w['tuned']} tuned by the trials themselves.", end]
+    lines += ["", *render_costs(res), end]
     return "\n".join(lines)
 
 

@@ -74,9 +74,12 @@ def pareto(study_name: str, storage: str | None, as_json: bool, **budgets: float
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
 @click.option("--cpu", help="Build for this named CPU (an LLVM name: x86-64-v3 runs on any AVX2 "
                             "machine) instead of the study's device; timed on this machine.")
+@click.option("--final-trials", type=click.IntRange(min=1),
+              help="Tuning trials per workload for the final build [default: the target "
+                   "profile's final_trials_per_task].")
 def export(study_name: str, storage: str | None, trial: int | None,
            max_latency_ms: float | None, max_memory_mb: float | None, out: Path,
-           cpu: str | None) -> None:
+           cpu: str | None, final_trials: int | None) -> None:
     """Write the compiled bundle of a trial, chosen by number or by budgets."""
     from canao import study as st
     from canao.compile import resolve_device
@@ -99,7 +102,7 @@ def export(study_name: str, storage: str | None, trial: int | None,
         if missing:
             raise CanaoError(f"--cpu {cpu}: this machine lacks {', '.join(missing)}, so a build "
                              "for that CPU cannot be timed here")
-    m = export_bundle(cs, chosen, out, device)
+    m = export_bundle(cs, chosen, out, device, final_trials)
     click.echo(f"exported trial {m['trial']} to {out}: test accuracy {m['test_accuracy']:.4f} "
                f"(through the compiled module), {m['latency_ms']:.4f} ms ({m['fidelity']}), "
                f"{m['memory_mb']:.4f} MB; built for {device.describe()}")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +65,28 @@ def select_trial(cs: CanaoStudy, *, trial: int | None = None,
 
 
 def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
-                device: DeviceIdentity | None = None) -> tuple[Path, dict[str, Any]]:
+                device: DeviceIdentity | None = None,
+                final_trials: int | None = None) -> tuple[Path, dict[str, Any]]:
     """The trial's model tuned to the profile's final budget and measured again (cached).
 
     Args:
         device: build for this identity (``canao export --cpu``: the profile's target with
             another CPU, tuned in that identity's own database) instead of the study's.
+        final_trials: tuning trials per workload instead of the profile's
+            ``final_trials_per_task`` (``canao export --final-trials``); the fidelity says it.
     """
     device = device or cs.device
     if device is None:
         raise ExportError(f"study '{cs.name}' has no device identity; resume it once on its "
                           "device, or export with --cpu")
+    profile = cs.profile
+    if final_trials is not None:
+        if final_trials < 1:
+            raise ExportError(f"--final-trials {final_trials}: give at least 1 trial per workload")
+        profile = replace(profile, tuning=replace(profile.tuning,
+                                                  final_trials_per_task=final_trials))
     src = artifact_dir(trial)
-    label, _ = fidelity(cs.profile, final=True)
+    label, _ = fidelity(profile, final=True)
     folder = src / (label if device == cs.device else f"{label}-{device.key}")
     done = folder / FINAL_FILE
     if done.is_file():
@@ -85,7 +95,7 @@ def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
     # The re-tuned build must compute what the searched candidate computed: it is checked
     # against the same reference outputs as the trial's own build.
     try:
-        result = compile_folder(src, folder, cs.profile,
+        result = compile_folder(src, folder, profile,
                                 weights=trial.user_attrs.get("arch", {}).get("weights", "fp32"),
                                 device=device, db_dir=device_tuning_dir(device), final=True)
     except ParityError as e:
@@ -96,11 +106,13 @@ def final_build(cs: CanaoStudy, trial: optuna.trial.FrozenTrial,
 
 
 def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path,
-                  device: DeviceIdentity | None = None) -> dict[str, Any]:
+                  device: DeviceIdentity | None = None,
+                  final_trials: int | None = None) -> dict[str, Any]:
     """Write the bundle for ``trial`` to ``out`` and return its metrics.
 
-    ``device``: build for this identity instead of the study's (see :func:`final_build`);
-    the bundle records the identity it was built for either way.
+    ``device``: build for this identity instead of the study's; ``final_trials``: the final
+    tuning budget per workload instead of the profile's (see :func:`final_build`). The bundle
+    records the identity it was built for either way.
 
     The chosen model is first tuned to the profile's final budget and measured again
     (``final-N`` fidelity). The bundle is assembled in a temporary sibling folder, its
@@ -115,7 +127,7 @@ def export_bundle(cs: CanaoStudy, trial: optuna.trial.FrozenTrial, out: Path,
     src = artifact_dir(trial)
     if not (src / ONNX_FILE).is_file() or not (src / META_FILE).is_file():
         raise ExportError(f"trial {trial.number}: artifact {src} is missing; it cannot be exported")
-    built, result = final_build(cs, trial, device)
+    built, result = final_build(cs, trial, device, final_trials)
     device = device or cs.device
     assert device is not None
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,12 @@ def load_or_train_base(space: SearchSpace, task: Task) -> tuple[Encoder, dict[st
     steps = t.epochs * -(-len(train_split) // t.batch_size)
     what = (f"fine-tuning {space.base.model.checkpoint}" if space.base.model.checkpoint
             else f"training the base on {task.name}")
+    t0 = time.perf_counter()
     train(model, train_split, steps=steps, batch_size=t.batch_size, lr=t.lr,
           weight_decay=t.weight_decay, seed=t.seed, what=what)
     info = {"key": key, "task": task.name, "config": model.config.to_dict(),
-            "parameters": model.num_parameters(), "train_steps": steps}
+            "parameters": model.num_parameters(), "train_steps": steps,
+            "train_samples": len(train_split), "train_s": round(time.perf_counter() - t0, 1)}
     for s in ("validation", "test"):
         part = task.split(s)
         info[f"{s}_accuracy"] = accuracy(predict_logits(model, part.x).numpy(), part.y)
