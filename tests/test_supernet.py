@@ -63,6 +63,22 @@ def _inputs() -> tuple:
             lambda: teacher)
 
 
+def test_the_supernet_key_follows_its_training_not_how_trials_use_it() -> None:
+    from dataclasses import replace
+
+    space = load_space(SPACE)
+    scores = {"layers": torch.ones(1), "heads": [torch.ones(2)], "ffn": [torch.ones(4)],
+              "hidden": torch.ones(8)}
+    spec = space.candidate.supernet
+
+    def key(**change: object) -> str:
+        candidate = replace(space.candidate, supernet=replace(spec, **change))
+        return sn.supernet_key("b", replace(space, candidate=candidate), scores)
+
+    assert key() == key(recover_front=not spec.recover_front)
+    assert key() != key(steps=spec.steps + 1) and key() != key(lr=spec.lr * 2)
+
+
 def test_an_interrupted_supernet_training_resumes_from_its_checkpoint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = _inputs()

@@ -120,10 +120,12 @@ def sandwich(space: SearchSpace, gen: torch.Generator, random_subnets: int) -> l
 
 def supernet_key(base_key: str, space: SearchSpace, scores: Scores) -> str:
     """Content key of a supernet: the base, the importance it was ordered by, the space's
-    choices (what it trains), its recipe."""
+    choices (what it trains), its training recipe (``recover_front`` is how trials use it,
+    not how it trains: left out)."""
+    spec = _config.to_dict(space.candidate.supernet)
+    spec.pop("recover_front", None)
     blob = json.dumps({"base": base_key, "scores": scores_to_json(scores),
-                       "search": _config.to_dict(space.search),
-                       "spec": _config.to_dict(space.candidate.supernet),
+                       "search": _config.to_dict(space.search), "spec": spec,
                        "seed": space.candidate.seed, "version": SUPERNET_VERSION,
                        "torch": torch.__version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
