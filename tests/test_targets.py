@@ -44,3 +44,27 @@ def test_target_tvm_does_not_know_is_refused() -> None:
 def test_missing_profile_file() -> None:
     with pytest.raises(TargetError, match="no such target profile.*host-cpu"):
         load_profile("nowhere/never.json")
+
+
+def test_a_slow_model_is_timed_in_fewer_runs_per_repeat() -> None:
+    """``max_repeat_ms`` lowers ``number`` from single runs' timings; a fast model keeps it.
+    The timer is a stand-in (a model of fixed speed): the rule, not TVM, is under test."""
+    from canao.measure.protocol import measure_latency
+    from canao.targets import MeasureConfig
+
+    calls: list[tuple[int, int]] = []
+
+    def model_of(seconds: float):  # noqa: ANN202
+        def timer(number: int, repeat: int, min_repeat_ms: int, warmup: int) -> list[float]:
+            calls.append((number, repeat))
+            return [seconds] * repeat
+        return timer
+
+    config = MeasureConfig(number=20, repeat=15, max_repeat_ms=100)
+    assert measure_latency(model_of(0.030), config)["number"] == 3  # 3 x 30 ms <= 100 ms
+    assert calls == [(1, 3), (3, 15)]
+    assert measure_latency(model_of(0.0001), config)["number"] == 20
+    assert measure_latency(model_of(0.5), config)["number"] == 1
+    assert measure_latency(model_of(0.5), MeasureConfig(number=20))["number"] == 20
+    with pytest.raises(ValueError, match="max_repeat_ms"):
+        MeasureConfig(max_repeat_ms=-1)

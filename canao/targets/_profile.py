@@ -26,13 +26,16 @@ class MeasureConfig:
     number: int = 20
     repeat: int = 15
     min_repeat_ms: int = 0  # raise ``number`` until one repeat lasts this long
+    # Lower ``number`` so one repeat lasts about this long at most (0: never). A model of
+    # tens of milliseconds needs no 20 runs per sample: 15 repeats of 20 would be 10 s.
+    max_repeat_ms: float = 0
     batch_size: int = 1
     max_cov: float = 0.10  # a measurement noisier than this is taken again ...
     retries: int = 2  # ... up to this many times, then kept but flagged noisy
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.min_repeat_ms < 0 or self.retries < 0:
-            raise ValueError("'warmup', 'min_repeat_ms' and 'retries' must be >= 0")
+        if self.warmup < 0 or self.min_repeat_ms < 0 or self.retries < 0 or self.max_repeat_ms < 0:
+            raise ValueError("'warmup', 'min_repeat_ms', 'max_repeat_ms' and 'retries' must be >= 0")
         if self.number < 1 or self.repeat < 1 or self.batch_size < 1:
             raise ValueError("'number', 'repeat' and 'batch_size' must be >= 1")
         if self.max_cov <= 0:
