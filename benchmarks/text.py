@@ -100,6 +100,10 @@ def analyse(args: argparse.Namespace, search_s: float) -> dict[str, Any]:
     p = base["test_accuracy"]
     base["test_se"] = (p * (1 - p) / len(test.y)) ** 0.5
     done = [t for t in cs.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not search_s and done:  # an analysed study: its first trial's start to its last's end
+        ends = [t.datetime_complete for t in done if t.datetime_complete]
+        starts = [t.datetime_start for t in done if t.datetime_start]
+        search_s = (max(ends) - min(starts)).total_seconds()
     rows = []
     for t in done:
         r = st.trial_row(t)
@@ -269,6 +273,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--inner", type=int, default=20)
     p.add_argument("--analyse-only", action="store_true", help="Reuse an existing --study.")
+    p.add_argument("--made-by", default="", help="With --analyse-only: how the study was made "
+                   "(said in the report when no earlier report of it is beside --out).")
     p.add_argument("--out", default=str(HERE / "text.md"))
     args = p.parse_args()
     cmd = "python benchmarks/text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -277,7 +283,7 @@ def main() -> None:
         old = json.loads(previous.read_text()) if previous.is_file() else {}
         same = old.get("study") == args.study
         search_s = old.get("search_s", 0.0) if same else 0.0
-        search_cmd = old.get("search_cmd", "") if same else ""
+        search_cmd = old.get("search_cmd", "") if same else args.made_by
     else:
         search_s, search_cmd = run_search(args), cmd
     data = analyse(args, search_s)

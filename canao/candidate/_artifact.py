@@ -65,6 +65,10 @@ class ArtifactCache:
     def folder(self, key: str) -> Path:
         return self.root / key
 
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is built and recorded (a read without its lock)."""
+        return (self.folder(key) / MEASUREMENT_FILE).is_file()
+
     @contextlib.contextmanager
     def entry(self, key: str) -> Iterator[tuple[Path, dict[str, Any] | None]]:
         """Hold ``key``'s lock; yield its folder and its record (None: not built yet).
