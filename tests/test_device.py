@@ -104,17 +104,22 @@ def test_a_bundle_for_missing_cpu_features_is_refused(finished_study: dict, tmp_
     assert metrics["device_key"] == DeviceIdentity.from_dict(metrics["device"]).key
     code, text = run_cli("predict", str(bundle), "--split", "validation")
     assert code == 0, text
-    # A library compiled for AMX and AVX-512 FP16 (Sapphire Rapids): no CPU this project
-    # has run on has both, so the refusal is exercised on any of them.
+    # A library compiled for Knights Mill's AVX-512 4FMAPS/4VNNIW (Xeon Phi only): no machine
+    # this project runs on has them (an Emerald Rapids Xeon has AMX and AVX-512 FP16, the
+    # features this test used before), so the refusal is exercised on any of them.
+    from canao.measure import cpu_flags
+
+    exotic = ["avx5124fmaps", "avx5124vnniw"]
+    assert missing_features(exotic, cpu_flags() or set()) == exotic
     meta = json.loads((bundle / META_FILE).read_text())
-    meta["features"] = [*meta["features"], "amx-tile", "avx512fp16"]
-    meta["target"] = {**meta["target"], "mcpu": "sapphirerapids"}
+    meta["features"] = [*meta["features"], *exotic]
+    meta["target"] = {**meta["target"], "mcpu": "knm"}
     (bundle / META_FILE).write_text(json.dumps(meta))
     write_checksums(bundle)
     code, text = run_cli("predict", str(bundle), "--split", "validation")
     assert code == 2, text
     (line,) = [ln for ln in text.splitlines() if ln.startswith("canao: error:")]
-    assert "compiled for sapphirerapids" in line and "amxtile" in line and "avx512fp16" in line
+    assert "compiled for knm" in line and all(f in line for f in exotic)
     assert "canao export --cpu" in line
 
 
